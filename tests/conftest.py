@@ -1,0 +1,62 @@
+"""Shared fixtures: an isolated cache, a loopback weight server, generated checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from checkpoints import random_state_dict, save_hashed
+from server import FileServer
+
+from wsl_images import registry
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own empty cache and no mirror/offline settings from the caller."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("WSL_IMAGES_CACHE", str(cache))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv("WSL_IMAGES_MIRROR", raising=False)
+    monkeypatch.delenv("WSL_IMAGES_OFFLINE", raising=False)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def state18() -> dict[str, torch.Tensor]:
+    """Random resnet18 weights, the same for the whole session."""
+    return random_state_dict("resnet18_ssl", seed=0)
+
+
+@pytest.fixture(scope="session")
+def served(
+    tmp_path_factory: pytest.TempPathFactory, state18: dict[str, torch.Tensor]
+) -> Iterator[tuple[FileServer, dict[str, Path]]]:
+    """A loopback server with resnet18 checkpoints in legacy and zip format."""
+    root = tmp_path_factory.mktemp("served")
+    files = {
+        "legacy": save_hashed(state18, root, "semi_supervised_resnet18", legacy=True),
+        "zip": save_hashed(state18, root, "semi_supervised_resnet18_zip", legacy=False),
+    }
+    with FileServer(root) as server:
+        yield server, files
+
+
+@pytest.fixture
+def register_file(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str], None]:
+    """Point a registered model's URL at another file (e.g. one on the loopback server)."""
+
+    def register(name: str, url: str) -> None:
+        row = dataclasses.replace(registry.get_weights(name), url=url)
+        monkeypatch.setitem(registry._REGISTRY, name, row)
+
+    return register

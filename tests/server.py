@@ -1,0 +1,45 @@
+"""A real HTTP server on 127.0.0.1 (threaded, port 0) serving files from a folder.
+
+It counts requests and bytes served per path, so tests can assert what went over the wire.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+
+class FileServer:
+    """Serves ``root`` at ``self.url``; ``requests[path]`` counts GETs per path."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.requests: Counter[str] = Counter()
+        server = self
+
+        class Handler(SimpleHTTPRequestHandler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def do_GET(self) -> None:
+                server.requests[self.path] += 1
+                super().do_GET()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FileServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,222 @@
+"""get_model, entrypoints and loading, through the real cache and a loopback server."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from checkpoints import save_hashed
+from server import FileServer
+
+import wsl_images
+from wsl_images import CheckpointError, HashMismatchError, get_model
+from wsl_images.loading import converted_path
+
+REPO = Path(__file__).resolve().parents[1]
+Served = tuple[FileServer, dict[str, Path]]
+
+
+def _reference_logits(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    ref = torchvision.models.resnet18()
+    ref.load_state_dict(state)
+    with torch.no_grad():
+        return ref.eval()(x)
+
+
+def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits, after checking the model holds exactly the generated weights.
+
+    Logits are then compared with the default float32 tolerance: memory-mapped tensors can take
+    other (equally valid) kernel paths than freshly allocated ones, which differ in the last bit.
+    """
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+def _assert_same_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    ours = model.state_dict()
+    assert list(ours) == list(state)
+    for key, value in state.items():
+        assert torch.equal(ours[key], value), key
+
+
+def test_pretrained_false_is_random_resnet() -> None:
+    model = get_model("resnext50_32x4d_swsl", pretrained=False, num_classes=7)
+    assert isinstance(model, torchvision.models.ResNet)
+    assert model.fc.out_features == 7
+    assert not any(p.is_meta for p in model.parameters())
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "zip"])
+def test_registered_weights_load_exactly(
+    fmt: str,
+    served: Served,
+    state18: dict[str, torch.Tensor],
+    register_file: Callable[[str, str], None],
+    isolated_cache: Path,
+) -> None:
+    server, files = served
+    register_file("resnet18_ssl", f"{server.url}/{files[fmt].name}")
+    model = get_model("resnet18_ssl", progress=False)
+    x = torch.randn(2, 3, 224, 224)
+    torch.testing.assert_close(_logits(model, x), _reference_logits(state18, x))
+    _assert_same_weights(model, state18)
+    assert (isolated_cache / files[fmt].name).is_file()
+    assert list(isolated_cache.glob(".*")) == []  # no temp files left behind
+
+
+def test_legacy_file_is_converted_once_then_memory_mapped(
+    served: Served,
+    register_file: Callable[[str, str], None],
+    isolated_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    state18: dict[str, torch.Tensor],
+) -> None:
+    server, files = served
+    register_file("resnet18_ssl", f"{server.url}/{files['legacy'].name}")
+    before = server.requests[f"/{files['legacy'].name}"]
+    get_model("resnet18_ssl", progress=False)
+    converted = converted_path(isolated_cache / files["legacy"].name)
+    assert converted.is_file()
+
+    def no_unpickling(*args: object, **kwargs: object) -> None:
+        raise AssertionError("torch.load must not run once the converted file exists")
+
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    model = get_model("resnet18_ssl", progress=False)
+    x = torch.randn(1, 3, 224, 224)
+    torch.testing.assert_close(_logits(model, x), _reference_logits(state18, x))
+    _assert_same_weights(model, state18)
+    assert server.requests[f"/{files['legacy'].name}"] == before + 1  # downloaded once
+
+
+def test_entrypoints_and_hub_load_local(
+    served: Served,
+    register_file: Callable[[str, str], None],
+) -> None:
+    server, files = served
+    register_file("resnet18_ssl", f"{server.url}/{files['zip'].name}")
+    model = wsl_images.resnet18_ssl(progress=False)  # type: ignore[attr-defined]
+    assert isinstance(model, torchvision.models.ResNet)
+    hub_model = torch.hub.load(
+        str(REPO), "resnet18_swsl", source="local", pretrained=False, num_classes=3
+    )
+    assert hub_model.fc.out_features == 3
+    url = f"{server.url}/{files['zip'].name}"
+    hub_model = torch.hub.load(
+        str(REPO), "resnet18_swsl", source="local", checkpoint_path=url, progress=False
+    )
+    for (k, a), b in zip(model.state_dict().items(), hub_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_num_classes_keeps_backbone_and_new_head(
+    served: Served,
+    state18: dict[str, torch.Tensor],
+) -> None:
+    _, files = served
+    model = get_model("resnet18_ssl", checkpoint_path=files["legacy"], num_classes=10)
+    assert model.fc.out_features == 10 and not model.fc.weight.is_meta
+    assert torch.equal(model.layer4[1].conv2.weight, state18["layer4.1.conv2.weight"])
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "zip"])
+def test_checkpoint_path_as_local_file(
+    fmt: str, served: Served, state18: dict[str, torch.Tensor], isolated_cache: Path
+) -> None:
+    _, files = served
+    model = get_model("resnet18_swsl", checkpoint_path=str(files[fmt]))
+    x = torch.randn(1, 3, 224, 224)
+    torch.testing.assert_close(_logits(model, x), _reference_logits(state18, x))
+    assert not isolated_cache.exists() or not any(isolated_cache.iterdir())  # nothing written
+
+
+def test_checkpoint_path_as_url_goes_through_cache(
+    served: Served,
+    state18: dict[str, torch.Tensor],
+    isolated_cache: Path,
+) -> None:
+    server, files = served
+    url = f"{server.url}/{files['legacy'].name}"
+    model = get_model("resnet18_ssl", checkpoint_path=url, progress=False)
+    assert (isolated_cache / files["legacy"].name).is_file()
+    assert torch.equal(model.conv1.weight, state18["conv1.weight"])
+
+
+def test_hash_mismatch_deletes_download(
+    tmp_path: Path, state18: dict[str, torch.Tensor], isolated_cache: Path
+) -> None:
+    good = save_hashed(state18, tmp_path / "srv", "weights", legacy=False)
+    bad = good.with_name("weights-00000000.pth")
+    good.rename(bad)
+    with (
+        FileServer(bad.parent) as server,
+        pytest.raises(
+            HashMismatchError, match=r"expected 00000000\.\.\. but got [0-9a-f]{64}.*deleted"
+        ) as info,
+    ):
+        get_model("resnet18_ssl", checkpoint_path=f"{server.url}/{bad.name}", progress=False)
+    assert f"{server.url}/{bad.name}" in str(info.value)
+    assert not isolated_cache.exists() or list(isolated_cache.iterdir()) == []
+
+
+class _Evil:
+    def __reduce__(self) -> tuple[Callable[..., object], tuple[str]]:
+        import os
+
+        return (os.system, ("touch PWNED",))
+
+
+def test_malicious_pickle_is_refused_and_runs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for legacy in (True, False):
+        path = tmp_path / f"evil_{legacy}.pth"
+        torch.save(
+            {"conv1.weight": torch.zeros(1), "x": _Evil()},
+            path,
+            _use_new_zipfile_serialization=not legacy,
+            pickle_module=pickle,
+        )
+        with pytest.raises(CheckpointError, match="weights_only=True"):
+            get_model("resnet18_ssl", checkpoint_path=path)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_wrong_architecture_lists_mismatches(
+    tmp_path: Path, state18: dict[str, torch.Tensor]
+) -> None:
+    path = tmp_path / "r18.pth"
+    torch.save(state18, path)
+    with pytest.raises(CheckpointError, match=r"shape mismatches .*conv1.weight|missing keys"):
+        get_model("resnet50_ssl", checkpoint_path=path)
+    partial = dict(state18)
+    del partial["layer1.0.conv1.weight"]
+    partial["extra.weight"] = torch.zeros(2)
+    torch.save(partial, path)
+    with pytest.raises(
+        CheckpointError,
+        match=r"missing keys \(1\): layer1.0.conv1.weight.*"
+        r"unexpected keys \(1\): extra.weight \(2,\)",
+    ):
+        get_model("resnet18_ssl", checkpoint_path=path)
+
+
+def test_training_checkpoint_wrappers_are_unwrapped(
+    tmp_path: Path, state18: dict[str, torch.Tensor]
+) -> None:
+    path = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state18.items()}, "epoch": 3}, path)
+    model = get_model("resnet18_ssl", checkpoint_path=path)
+    assert torch.equal(model.fc.bias, state18["fc.bias"])
+
+
+def test_bad_checkpoint_path_is_clear() -> None:
+    with pytest.raises(ValueError, match=r"'/no/such/file\.pth' is not a file"):
+        get_model("resnet18_ssl", checkpoint_path="/no/such/file.pth")

@@ -1,0 +1,48 @@
+"""``list`` and ``info``: what the registry knows."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..cache import get_cache_dir
+from ..docs import info_lines
+from ..registry import get_weights, list_models
+
+__all__ = ["listing", "register"]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("list", help="models with params, GFLOPs, accuracy and cache state")
+    p.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. '*_swsl'")
+    p.set_defaults(func=_list)
+    p = sub.add_parser("info", help="everything the registry knows about one model")
+    p.add_argument("name")
+    p.set_defaults(func=_info)
+
+
+def listing(pattern: str | None = None) -> list[str]:
+    """The lines of ``wsl-images list``: a header, then one row per model."""
+    folder = get_cache_dir()
+    lines = [f"{'model':<24} {'params':>13} {'GFLOPs':>6} {'top-1':>6} {'top-5':>6}  cached"]
+    for name in list_models(pattern):
+        w = get_weights(name)
+        cached = "yes" if (folder / w.filename).is_file() else "no"
+        lines.append(
+            f"{name:<24} {w.num_params:>13,} {w.gflops:>6g} {w.top1:>6.1f} {w.top5:>6.1f}  {cached}"
+        )
+    return lines
+
+
+def _list(args: argparse.Namespace) -> int:
+    print("\n".join(listing(args.pattern)))
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    w = get_weights(args.name)
+    folder = get_cache_dir()
+    print(w.name)
+    print("\n".join(info_lines(w)))
+    cached = folder / w.filename
+    print(f"Cached: {cached if cached.is_file() else 'no'}")
+    return 0

@@ -1,0 +1,53 @@
+"""The exception hierarchy of wsl_images.
+
+Every error the library raises on purpose derives from :class:`WslImagesError`, and also from
+the builtin that fits, so ``except ValueError`` keeps working for callers who know nothing of us::
+
+    WslImagesError
+    ├── UnknownModelError (ValueError)        a model name not in the registry
+    ├── CheckpointError (ValueError)          a checkpoint whose keys or shapes do not fit
+    ├── DownloadError (OSError)               a download that failed (network, HTTP status, disk)
+    │   ├── HashMismatchError                 the file's sha256 does not match its name
+    │   └── OfflineError                      a file is needed but WSL_IMAGES_OFFLINE=1
+    └── InvalidInputError (ValueError)        an argument or image that cannot be used
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "DownloadError",
+    "HashMismatchError",
+    "InvalidInputError",
+    "OfflineError",
+    "UnknownModelError",
+    "WslImagesError",
+]
+
+
+class WslImagesError(Exception):
+    """Base class of every error raised on purpose by wsl_images."""
+
+
+class UnknownModelError(WslImagesError, ValueError):
+    """A model name that is not one of the 16 registered models."""
+
+
+class CheckpointError(WslImagesError, ValueError):
+    """A checkpoint that cannot be loaded into the requested architecture."""
+
+
+class DownloadError(WslImagesError, OSError):
+    """A download that could not be completed."""
+
+
+class HashMismatchError(DownloadError):
+    """A file whose sha256 does not start with the prefix in its name."""
+
+
+class OfflineError(DownloadError):
+    """A file must be fetched, but WSL_IMAGES_OFFLINE=1 forbids network access."""
+
+
+class InvalidInputError(WslImagesError, ValueError):
+    """An argument or an input image that cannot be used."""

@@ -1,0 +1,129 @@
+"""Architectures on torchvision's ResNet, ``get_model`` and the 16 generated entrypoints."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from . import cache, loading
+from .docs import docstring
+from .errors import InvalidInputError
+from .registry import Architecture, get_weights, hash_prefix_of, list_models
+
+__all__ = ["build_model", "entrypoints", "get_model"]
+
+_BLOCKS = {"BasicBlock": BasicBlock, "Bottleneck": Bottleneck}
+_IMAGENET_CLASSES = 1000
+
+
+def build_model(
+    arch: Architecture, *, num_classes: int = _IMAGENET_CLASSES, **kwargs: Any
+) -> ResNet:
+    """A torchvision ResNet of configuration ``arch`` (random init unless built on meta)."""
+    return ResNet(
+        _BLOCKS[arch.block],
+        list(arch.layers),
+        num_classes=num_classes,
+        groups=arch.groups,
+        width_per_group=arch.width_per_group,
+        **kwargs,
+    )
+
+
+def checkpoint_file(
+    name: str,
+    checkpoint_path: str | os.PathLike[str] | None,
+    *,
+    progress: bool,
+    check_hash: bool,
+) -> tuple[Path, bool]:
+    """The local file to load and whether it is a verified file in the cache."""
+    if checkpoint_path is None:
+        return cache.download(name, progress=progress, check_hash=check_hash), True
+    text = os.fspath(checkpoint_path)
+    if text.startswith(("http://", "https://")):
+        return cache.download_url(text, progress=progress, check_hash=check_hash), True
+    path = Path(text).expanduser()
+    if not path.is_file():
+        msg = f"checkpoint_path {text!r} is not a file (nor an http(s) URL)."
+        raise InvalidInputError(msg)
+    return path, False
+
+
+def get_model(
+    name: str,
+    *,
+    pretrained: bool = True,
+    progress: bool = True,
+    num_classes: int = _IMAGENET_CLASSES,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    check_hash: bool = True,
+    **kwargs: Any,
+) -> ResNet:
+    """Model ``name`` as a torchvision ResNet with its released weights (``pretrained=True``).
+
+    ``checkpoint_path`` (a local file or an http(s) URL) loads that state dict instead of the
+    registered file, whatever ``pretrained`` says. Other keywords go to torchvision's ResNet.
+    """
+    weights = get_weights(name)
+    if num_classes < 1:
+        msg = f"num_classes must be a positive integer, got {num_classes!r}."
+        raise InvalidInputError(msg)
+    if not pretrained and checkpoint_path is None:
+        return build_model(weights.arch, num_classes=num_classes, **kwargs)
+    path, in_cache = checkpoint_file(
+        name, checkpoint_path, progress=progress, check_hash=check_hash
+    )
+    state = loading.load_state_dict(path, convert=in_cache, source_sha256=_hash_tag(path))
+    # Built on the meta device: no memory allocated and no random init that would be discarded;
+    # assign=True then makes the loaded (memory-mapped) tensors the parameters themselves.
+    with torch.device("meta"):
+        model = build_model(weights.arch, num_classes=num_classes, **kwargs)
+    fc = state.get("fc.weight")
+    new_head = num_classes != _IMAGENET_CLASSES and (fc is None or fc.shape[0] != num_classes)
+    loading.assign_state_dict(model, state, source=str(checkpoint_path or path), new_head=new_head)
+    return model
+
+
+def _hash_tag(path: Path) -> str:
+    return hash_prefix_of(path.name) or ""
+
+
+def _make_entrypoint(name: str) -> Callable[..., ResNet]:
+    def entrypoint(
+        *,
+        pretrained: bool = True,
+        progress: bool = True,
+        num_classes: int = _IMAGENET_CLASSES,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        check_hash: bool = True,
+        **kwargs: Any,
+    ) -> ResNet:
+        return get_model(
+            name,
+            pretrained=pretrained,
+            progress=progress,
+            num_classes=num_classes,
+            checkpoint_path=checkpoint_path,
+            check_hash=check_hash,
+            **kwargs,
+        )
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__module__ = __name__
+    entrypoint.__doc__ = docstring(get_weights(name))
+    return entrypoint
+
+
+def entrypoints() -> dict[str, Callable[..., ResNet]]:
+    """The 16 entrypoint functions, generated from the registry, by name."""
+    return dict(_ENTRYPOINTS)
+
+
+_ENTRYPOINTS = {name: _make_entrypoint(name) for name in list_models()}
+globals().update(_ENTRYPOINTS)

@@ -1,0 +1,261 @@
+"""The one table describing the 16 models; everything else (hubconf, docs, CLI) is generated.
+
+Values are those of ../shared/DESIGN.md: parameter counts are exact for torchvision's ResNet of
+that configuration, "published" accuracy is the papers', "re-measured" is timm's independent
+evaluation of the released files.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import functools
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torchvision.transforms import InterpolationMode, v2
+
+from .errors import UnknownModelError
+
+__all__ = [
+    "Architecture",
+    "Weights",
+    "eval_transforms",
+    "get_weights",
+    "hash_prefix_of",
+    "imagenet_categories",
+    "list_models",
+]
+
+_WSL_BASE = "https://download.pytorch.org/models/"
+_SSL_BASE = "https://dl.fbaipublicfiles.com/semiweaksupervision/model_files/"
+# torch.hub's rule: the sha256 prefix sits between the last "-" and the first "." after it.
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LICENSE = "CC-BY-NC 4.0 (non-commercial use only)"
+
+Regime = Literal["wsl", "ssl", "swsl"]
+
+_PAPERS: dict[Regime, str] = {
+    "wsl": "Mahajan et al., Exploring the Limits of Weakly Supervised Pretraining, ECCV 2018, "
+    "https://arxiv.org/abs/1805.00932",
+    "ssl": "Yalniz et al., Billion-scale semi-supervised learning for image classification, "
+    "2019, https://arxiv.org/abs/1905.00546",
+    "swsl": "Yalniz et al., Billion-scale semi-supervised learning for image classification, "
+    "2019, https://arxiv.org/abs/1905.00546",
+}
+_REGIME_TEXT: dict[Regime, str] = {
+    "wsl": "weakly supervised (WSL): pretrained on 940M public Instagram images with 1.5K "
+    "hashtags, fine-tuned on ImageNet-1k",
+    "ssl": "semi-supervised (SSL): pretrained on unlabeled YFCC100M images with a teacher "
+    "trained on ImageNet-1k, fine-tuned on ImageNet-1k",
+    "swsl": "semi-weakly supervised (SWSL): pretrained on 940M hashtagged public images "
+    "selected by a WSL teacher, fine-tuned on ImageNet-1k",
+}
+
+
+def hash_prefix_of(filename: str) -> str | None:
+    """The sha256 prefix carried by a torch.hub style name (``name-<hex>.pth``), if any."""
+    match = _HASH_IN_NAME.search(filename)
+    return match.group(1) if match else None
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A torchvision ResNet configuration."""
+
+    block: Literal["BasicBlock", "Bottleneck"]  # torchvision.models.resnet block class
+    layers: tuple[int, int, int, int]  # blocks per stage
+    groups: int = 1  # cardinality (ResNeXt "32" in 32x8d)
+    width_per_group: int = 64  # bottleneck width per group (ResNeXt "8d")
+
+    @property
+    def title(self) -> str:
+        """Human name, e.g. "ResNeXt-101 32x8d"."""
+        depth = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 50, (3, 4, 23, 3): 101}[self.layers]
+        if self.groups == 1:
+            return f"ResNet-{depth}"
+        return f"ResNeXt-{depth} {self.groups}x{self.width_per_group}d"
+
+    @property
+    def num_features(self) -> int:
+        """Width of the pooled features fed to ``fc``."""
+        return 512 if self.block == "BasicBlock" else 2048
+
+
+_R18 = Architecture("BasicBlock", (2, 2, 2, 2))
+_R50 = Architecture("Bottleneck", (3, 4, 6, 3))
+_X50_32X4 = Architecture("Bottleneck", (3, 4, 6, 3), 32, 4)
+_X101_32X4 = Architecture("Bottleneck", (3, 4, 23, 3), 32, 4)
+_X101_32X8 = Architecture("Bottleneck", (3, 4, 23, 3), 32, 8)
+_X101_32X16 = Architecture("Bottleneck", (3, 4, 23, 3), 32, 16)
+_X101_32X32 = Architecture("Bottleneck", (3, 4, 23, 3), 32, 32)
+_X101_32X48 = Architecture("Bottleneck", (3, 4, 23, 3), 32, 48)
+
+
+@functools.cache
+def imagenet_categories() -> list[str]:
+    """The 1000 ImageNet class names, from torchvision's public weights metadata."""
+    from torchvision.models import ResNet50_Weights
+
+    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def eval_transforms() -> v2.Compose:
+    """Eval preprocessing: resize 256 (bilinear), center crop 224, ImageNet normalisation.
+
+    Accepts PIL images and CHW tensors (uint8 in [0, 255] or float in [0, 1]).
+    """
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize(256, interpolation=InterpolationMode.BILINEAR, antialias=True),
+            v2.CenterCrop(224),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One released checkpoint and everything known about it."""
+
+    name: str  # entrypoint name, e.g. "resnext101_32x8d_wsl"
+    arch: Architecture
+    url: str  # origin of the released file
+    regime: Regime
+    num_params: int  # exact, torchvision ResNet of this config with a 1000-class fc
+    gflops: float  # per 224x224 image, as published
+    top1: float  # published (paper)
+    top5: float
+    top1_remeasured: float  # independent evaluation of the released file (timm)
+    top5_remeasured: float
+    file_size: int | None = None  # bytes, where published
+    known_issue: str | None = None
+
+    @property
+    def filename(self) -> str:
+        """File name in the cache, the same as torch.hub and timm use."""
+        return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def hash_prefix(self) -> str:
+        """Leading hex digits of the file's sha256, taken from its name."""
+        prefix = hash_prefix_of(self.filename)
+        if prefix is None:  # pragma: no cover - every registered file carries one
+            msg = f"registered file {self.filename!r} has no hash in its name"
+            raise ValueError(msg)
+        return prefix
+
+    @property
+    def paper(self) -> str:
+        return _PAPERS[self.regime]
+
+    @property
+    def description(self) -> str:
+        return f"{self.arch.title}, {_REGIME_TEXT[self.regime]}"
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Metadata in the style of torchvision's ``Weights.meta``."""
+        return {
+            "categories": imagenet_categories(),
+            "num_params": self.num_params,
+            "gflops": self.gflops,
+            "file_size": self.file_size,
+            "top1": self.top1,
+            "top5": self.top5,
+            "top1_remeasured": self.top1_remeasured,
+            "top5_remeasured": self.top5_remeasured,
+            "regime": self.regime,
+            "paper": self.paper,
+            "license": LICENSE,
+            "known_issue": self.known_issue,
+            "architecture": self.arch.title,
+            "num_features": self.arch.num_features,
+            "min_size": (224, 224),
+        }
+
+    def transforms(self) -> v2.Compose:
+        """The eval preprocessing these weights expect."""
+        return eval_transforms()
+
+
+_SWSL_32X16_ISSUE = (
+    "the released file scores about 83.3 top-1, not the published 84.8; the authors said it "
+    "was saved incorrectly, and it was never fixed"
+)
+
+# fmt: off
+_TABLE: tuple[Weights, ...] = (
+    Weights("resnext101_32x8d_wsl", _X101_32X8, _WSL_BASE + "ig_resnext101_32x8-c38310e5.pth",
+            "wsl", 88_791_336, 16, 82.2, 96.4, 82.720, 96.624, 356_056_638),
+    Weights("resnext101_32x16d_wsl", _X101_32X16, _WSL_BASE + "ig_resnext101_32x16-c6f796b0.pth",
+            "wsl", 194_026_792, 36, 84.2, 97.2, 84.166, 97.192, 777_518_664),
+    Weights("resnext101_32x32d_wsl", _X101_32X32, _WSL_BASE + "ig_resnext101_32x32-e4b90b00.pth",
+            "wsl", 468_530_472, 87, 85.1, 97.5, 85.090, 97.442, 1_876_573_776),
+    Weights("resnext101_32x48d_wsl", _X101_32X48, _WSL_BASE + "ig_resnext101_32x48-3e41cc8a.pth",
+            "wsl", 828_411_176, 153, 85.4, 97.6, 85.436, 97.576, 3_317_136_976),
+    Weights("resnet18_ssl", _R18, _SSL_BASE + "semi_supervised_resnet18-d92f0530.pth",
+            "ssl", 11_689_512, 2, 72.8, 91.5, 72.636, 91.416),
+    Weights("resnet50_ssl", _R50, _SSL_BASE + "semi_supervised_resnet50-08389792.pth",
+            "ssl", 25_557_032, 4, 79.3, 94.9, 79.252, 94.826),
+    Weights("resnext50_32x4d_ssl", _X50_32X4,
+            _SSL_BASE + "semi_supervised_resnext50_32x4-ddb3e555.pth",
+            "ssl", 25_028_904, 4, 80.3, 95.4, 80.316, 95.386),
+    Weights("resnext101_32x4d_ssl", _X101_32X4,
+            _SSL_BASE + "semi_supervised_resnext101_32x4-dc43570a.pth",
+            "ssl", 44_177_704, 8, 81.0, 95.7, 80.936, 95.732),
+    Weights("resnext101_32x8d_ssl", _X101_32X8,
+            _SSL_BASE + "semi_supervised_resnext101_32x8-2cfe2f8b.pth",
+            "ssl", 88_791_336, 16, 81.7, 96.1, 81.620, 96.036),
+    Weights("resnext101_32x16d_ssl", _X101_32X16,
+            _SSL_BASE + "semi_supervised_resnext101_32x16-15fffa57.pth",
+            "ssl", 194_026_792, 36, 81.9, 96.2, 81.856, 96.084),
+    Weights("resnet18_swsl", _R18, _SSL_BASE + "semi_weakly_supervised_resnet18-118f1556.pth",
+            "swsl", 11_689_512, 2, 73.4, 91.9, 73.286, 91.754),
+    Weights("resnet50_swsl", _R50, _SSL_BASE + "semi_weakly_supervised_resnet50-16a12f1b.pth",
+            "swsl", 25_557_032, 4, 81.2, 96.0, 81.146, 95.980),
+    Weights("resnext50_32x4d_swsl", _X50_32X4,
+            _SSL_BASE + "semi_weakly_supervised_resnext50_32x4-72679e44.pth",
+            "swsl", 25_028_904, 4, 82.2, 96.3, 82.162, 96.224),
+    Weights("resnext101_32x4d_swsl", _X101_32X4,
+            _SSL_BASE + "semi_weakly_supervised_resnext101_32x4-3f87e46b.pth",
+            "swsl", 44_177_704, 8, 83.4, 96.8, 83.268, 96.760),
+    Weights("resnext101_32x8d_swsl", _X101_32X8,
+            _SSL_BASE + "semi_weakly_supervised_resnext101_32x8-b4712904.pth",
+            "swsl", 88_791_336, 16, 84.3, 97.2, 84.276, 97.188),
+    Weights("resnext101_32x16d_swsl", _X101_32X16,
+            _SSL_BASE + "semi_weakly_supervised_resnext101_32x16-f3559a9c.pth",
+            "swsl", 194_026_792, 36, 84.8, 97.4, 83.340, 96.844, known_issue=_SWSL_32X16_ISSUE),
+)
+# fmt: on
+
+_REGISTRY: dict[str, Weights] = {w.name: w for w in _TABLE}
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted names of the registered models, filtered by an fnmatch ``pattern`` if given."""
+    names = sorted(_REGISTRY)
+    if pattern is None:
+        return names
+    return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+
+
+def get_weights(name: str) -> Weights:
+    """The registry row of model ``name``; unknown names get the closest valid ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        msg = (
+            f"Unknown model {name!r}.{hint} "
+            f"Run `wsl-images list` or wsl_images.list_models() for all {len(_REGISTRY)} names."
+        )
+        raise UnknownModelError(msg) from None
