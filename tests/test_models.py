@@ -220,3 +220,12 @@ def test_training_checkpoint_wrappers_are_unwrapped(
 def test_bad_checkpoint_path_is_clear() -> None:
     with pytest.raises(ValueError, match=r"'/no/such/file\.pth' is not a file"):
         get_model("resnet18_ssl", checkpoint_path="/no/such/file.pth")
+
+
+def test_frozen_batchnorm_backbone(served: Served, state18: dict[str, torch.Tensor]) -> None:
+    from torchvision.ops import FrozenBatchNorm2d
+
+    _, files = served
+    model = get_model("resnet18_ssl", checkpoint_path=files["zip"], norm_layer=FrozenBatchNorm2d)
+    assert isinstance(model.bn1, FrozenBatchNorm2d)
+    assert torch.equal(model.bn1.running_var, state18["bn1.running_var"])

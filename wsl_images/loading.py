@@ -135,6 +135,10 @@ def _describe(keys: list[str], state: Mapping[str, torch.Tensor] | None = None) 
     return shown + more
 
 
+def _is_counter(key: str) -> bool:
+    return key.endswith("num_batches_tracked")
+
+
 def assign_state_dict(model: nn.Module, state: StateDict, *, source: str, new_head: bool) -> None:
     """Put ``state``'s tensors into ``model`` (built on the meta device) without copying them.
 
@@ -145,8 +149,11 @@ def assign_state_dict(model: nn.Module, state: StateDict, *, source: str, new_he
     if new_head:
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         expected = {k: v for k, v in expected.items() if not k.startswith("fc.")}
+    # BN step counters are bookkeeping, not weights: fill them where the checkpoint predates
+    # them, drop them where the model has none (e.g. norm_layer=FrozenBatchNorm2d).
+    state = {k: v for k, v in state.items() if not _is_counter(k) or k in expected}
     for key in expected:
-        if key.endswith("num_batches_tracked") and key not in state:
+        if _is_counter(key) and key not in state:
             state[key] = torch.zeros((), dtype=torch.long)
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
