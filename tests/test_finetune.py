@@ -38,7 +38,9 @@ def colours(tmp_path: Path) -> Path:
 def _run(args: list[str], *, processes: int = 1) -> None:
     launcher = [sys.executable]
     if processes > 1:
-        launcher += ["-m", "torch.distributed.run", "--nproc-per-node", str(processes)]
+        # --standalone: a free rendezvous port, so parallel test runs cannot collide.
+        launcher += ["-m", "torch.distributed.run", "--standalone"]
+        launcher += ["--nproc-per-node", str(processes)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [*launcher, str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True, text=True

@@ -37,7 +37,9 @@ ATOL = 1e-3
 RTOL = 1e-3
 _ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
 _EXTERNAL_DATA_BYTES = 1536 * 1024**2  # torch's own threshold for ONNX external data
-_TRACE_BATCH, _CHECK_BATCH = 2, 3
+# A static ONNX graph takes batches of 1 (the usual deployment); a dynamic one is traced with 2
+# (torch.export specialises a dimension of size 1) and checked with 3, a size it never saw.
+_STATIC_BATCH, _TRACE_BATCH, _CHECK_BATCH = 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def export_model(
     The file is loaded back (ONNX Runtime / ``torch.jit.load``), run on a random batch and
     compared with PyTorch; :class:`ExportError` if any logit is off by more than
     ``atol + rtol * |logit|``, and then nothing is written. ``dynamic_batch``: ONNX accepts
-    any batch size (TorchScript always does); otherwise the ONNX batch size is fixed to 2.
+    any batch size (TorchScript always does); otherwise the ONNX model takes batches of 1.
     """
     if format not in FORMATS:
         msg = f"format {format!r} is not supported; choose one of {', '.join(FORMATS)}."
@@ -85,8 +87,9 @@ def export_model(
         name, checkpoint_path=checkpoint_path, num_classes=num_classes, progress=progress
     ).eval()
     generator = torch.Generator().manual_seed(0)
-    example = torch.randn(_TRACE_BATCH, 3, image_size, image_size, generator=generator)
-    check_batch = _CHECK_BATCH if dynamic_batch or format == "torchscript" else _TRACE_BATCH
+    dynamic = dynamic_batch or format == "torchscript"
+    trace_batch, check_batch = (_TRACE_BATCH, _CHECK_BATCH) if dynamic else (_STATIC_BATCH,) * 2
+    example = torch.randn(trace_batch, 3, image_size, image_size, generator=generator)
     check = torch.randn(check_batch, 3, image_size, image_size, generator=generator)
     workdir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
