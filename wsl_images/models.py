@@ -65,6 +65,10 @@ def checkpoint_file(
 def get_model(name: str, *, features_only: Literal[True], **kwargs: Any) -> FeatureExtractor: ...
 @overload
 def get_model(name: str, *, features_only: Literal[False] = ..., **kwargs: Any) -> ResNet: ...
+@overload
+def get_model(
+    name: str, *, features_only: bool, **kwargs: Any
+) -> ResNet | FeatureExtractor: ...  # a flag known only at run time
 def get_model(
     name: str,
     *,
