@@ -10,12 +10,16 @@ from .cache import download
 from .errors import (
     CheckpointError,
     DownloadError,
+    ExportError,
     HashMismatchError,
     InvalidInputError,
+    MissingDependencyError,
     OfflineError,
     UnknownModelError,
     WslImagesError,
 )
+from .export import export_model
+from .features import FeatureExtractor, FeatureInfo
 from .models import entrypoints, get_model
 from .predict import Classifier
 from .registry import Weights, get_weights, list_models
@@ -29,8 +33,12 @@ __all__ = [
     "CheckpointError",
     "Classifier",
     "DownloadError",
+    "ExportError",
+    "FeatureExtractor",
+    "FeatureInfo",
     "HashMismatchError",
     "InvalidInputError",
+    "MissingDependencyError",
     "OfflineError",
     "UnknownModelError",
     "Weights",
@@ -38,6 +46,7 @@ __all__ = [
     "__version__",
     "download",
     "entrypoints",
+    "export_model",
     "get_model",
     "get_weights",
     "list_models",

@@ -9,6 +9,8 @@ the builtin that fits, so ``except ValueError`` keeps working for callers who kn
     ├── DownloadError (OSError)               a download that failed (network, HTTP status, disk)
     │   ├── HashMismatchError                 the file's sha256 does not match its name
     │   └── OfflineError                      a file is needed but WSL_IMAGES_OFFLINE=1
+    ├── ExportError (RuntimeError)            an exported model that does not match PyTorch
+    ├── MissingDependencyError (ImportError)  an optional extra (e.g. [onnx]) is not installed
     └── InvalidInputError (ValueError)        an argument or image that cannot be used
 """
 
@@ -17,8 +19,10 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "DownloadError",
+    "ExportError",
     "HashMismatchError",
     "InvalidInputError",
+    "MissingDependencyError",
     "OfflineError",
     "UnknownModelError",
     "WslImagesError",
@@ -51,3 +55,11 @@ class OfflineError(DownloadError):
 
 class InvalidInputError(WslImagesError, ValueError):
     """An argument or an input image that cannot be used."""
+
+
+class ExportError(WslImagesError, RuntimeError):
+    """An exported model that could not be written, loaded back, or does not match PyTorch."""
+
+
+class MissingDependencyError(WslImagesError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""

@@ -22,7 +22,7 @@ from torch import nn
 
 from .errors import CheckpointError
 
-__all__ = ["assign_state_dict", "converted_path", "load_state_dict"]
+__all__ = ["assign_state_dict", "convert_in_place", "converted_path", "load_state_dict"]
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +139,36 @@ def _is_counter(key: str) -> bool:
     return key.endswith("num_batches_tracked")
 
 
-def assign_state_dict(model: nn.Module, state: StateDict, *, source: str, new_head: bool) -> None:
+def convert_in_place(
+    state: StateDict, *, dtype: torch.dtype | None = None, device: torch.device | None = None
+) -> None:
+    """Cast floating tensors to ``dtype`` and move all to ``device``, one tensor at a time.
+
+    Each entry is replaced as soon as its converted copy exists, so the source tensor is freed
+    (or, memory-mapped, was never anonymous memory): the load never holds a second full copy.
+    """
+    for key, value in state.items():
+        cast = dtype if dtype is not None and value.is_floating_point() else None
+        state[key] = value.to(device=device, dtype=cast)
+
+
+def assign_state_dict(
+    model: nn.Module,
+    state: StateDict,
+    *,
+    source: str,
+    new_head: bool,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+) -> None:
     """Put ``state``'s tensors into ``model`` (built on the meta device) without copying them.
 
     ``new_head``: the checkpoint's ``fc`` is dropped and ``model.fc`` freshly initialised.
     A missing ``num_batches_tracked`` (older checkpoints) is filled with zeros.
+    ``dtype``/``device``: weights converted on the way in (``state``'s entries are replaced).
     """
+    if dtype is not None or device is not None:
+        convert_in_place(state, dtype=dtype, device=device)
     expected = model.state_dict()
     if new_head:
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
@@ -154,7 +178,7 @@ def assign_state_dict(model: nn.Module, state: StateDict, *, source: str, new_he
     state = {k: v for k, v in state.items() if not _is_counter(k) or k in expected}
     for key in expected:
         if _is_counter(key) and key not in state:
-            state[key] = torch.zeros((), dtype=torch.long)
+            state[key] = torch.zeros((), dtype=torch.long, device=device)
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
@@ -181,4 +205,4 @@ def assign_state_dict(model: nn.Module, state: StateDict, *, source: str, new_he
         if not isinstance(fc, nn.Linear):  # pragma: no cover - torchvision's ResNet always has one
             msg = "model.fc is not a Linear layer"
             raise CheckpointError(msg)
-        model.fc = nn.Linear(fc.in_features, fc.out_features)
+        model.fc = nn.Linear(fc.in_features, fc.out_features, device=device, dtype=dtype)

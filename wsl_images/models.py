@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from . import cache, loading
+from .channels import RGB, input_conv
 from .docs import docstring
 from .errors import InvalidInputError
+from .features import FeatureExtractor
+from .options import ModelOptions
 from .registry import Architecture, get_weights, hash_prefix_of, list_models
 
 __all__ = ["build_model", "entrypoints", "get_model"]
@@ -22,10 +25,10 @@ _IMAGENET_CLASSES = 1000
 
 
 def build_model(
-    arch: Architecture, *, num_classes: int = _IMAGENET_CLASSES, **kwargs: Any
+    arch: Architecture, *, num_classes: int = _IMAGENET_CLASSES, in_chans: int = RGB, **kwargs: Any
 ) -> ResNet:
     """A torchvision ResNet of configuration ``arch`` (random init unless built on meta)."""
-    return ResNet(
+    model = ResNet(
         _BLOCKS[arch.block],
         list(arch.layers),
         num_classes=num_classes,
@@ -33,6 +36,9 @@ def build_model(
         width_per_group=arch.width_per_group,
         **kwargs,
     )
+    if in_chans != RGB:
+        model.conv1 = input_conv(model.conv1, in_chans)
+    return model
 
 
 def checkpoint_file(
@@ -55,6 +61,14 @@ def checkpoint_file(
     return path, False
 
 
+@overload
+def get_model(name: str, *, features_only: Literal[True], **kwargs: Any) -> FeatureExtractor: ...
+@overload
+def get_model(name: str, *, features_only: Literal[False] = ..., **kwargs: Any) -> ResNet: ...
+@overload
+def get_model(
+    name: str, *, features_only: bool, **kwargs: Any
+) -> ResNet | FeatureExtractor: ...  # a flag known only at run time
 def get_model(
     name: str,
     *,
@@ -64,30 +78,45 @@ def get_model(
     checkpoint_path: str | os.PathLike[str] | None = None,
     check_hash: bool = True,
     **kwargs: Any,
-) -> ResNet:
+) -> ResNet | FeatureExtractor:
     """Model ``name`` as a torchvision ResNet with its released weights (``pretrained=True``).
 
     ``checkpoint_path`` (a local file or an http(s) URL) loads that state dict instead of the
-    registered file, whatever ``pretrained`` says. Other keywords go to torchvision's ResNet.
+    registered file, whatever ``pretrained`` says. ``features_only``/``out_indices``,
+    ``in_chans``, ``dtype`` and ``device``: see the README; other keywords go to torchvision's
+    ResNet.
     """
     weights = get_weights(name)
     if num_classes < 1:
         msg = f"num_classes must be a positive integer, got {num_classes!r}."
         raise InvalidInputError(msg)
+    opts = ModelOptions.pop_from(kwargs)
     if not pretrained and checkpoint_path is None:
-        return build_model(weights.arch, num_classes=num_classes, **kwargs)
+        with torch.device(opts.device or "cpu"):
+            model = build_model(
+                weights.arch, num_classes=num_classes, in_chans=opts.in_chans, **kwargs
+            )
+        return opts.finish(model.to(dtype=opts.dtype))
     path, in_cache = checkpoint_file(
         name, checkpoint_path, progress=progress, check_hash=check_hash
     )
     state = loading.load_state_dict(path, convert=in_cache, source_sha256=_hash_tag(path))
+    opts.adapt_state(state)
     # Built on the meta device: no memory allocated and no random init that would be discarded;
     # assign=True then makes the loaded (memory-mapped) tensors the parameters themselves.
     with torch.device("meta"):
-        model = build_model(weights.arch, num_classes=num_classes, **kwargs)
+        model = build_model(weights.arch, num_classes=num_classes, in_chans=opts.in_chans, **kwargs)
     fc = state.get("fc.weight")
     new_head = num_classes != _IMAGENET_CLASSES and (fc is None or fc.shape[0] != num_classes)
-    loading.assign_state_dict(model, state, source=str(checkpoint_path or path), new_head=new_head)
-    return model
+    loading.assign_state_dict(
+        model,
+        state,
+        source=str(checkpoint_path or path),
+        new_head=new_head,
+        dtype=opts.dtype,
+        device=opts.device,
+    )
+    return opts.finish(model)
 
 
 def _hash_tag(path: Path) -> str:
@@ -104,7 +133,8 @@ def _make_entrypoint(name: str) -> Callable[..., ResNet]:
         check_hash: bool = True,
         **kwargs: Any,
     ) -> ResNet:
-        return get_model(
+        # Typed for the common case; features_only=True returns get_model's FeatureExtractor.
+        model: ResNet = get_model(
             name,
             pretrained=pretrained,
             progress=progress,
@@ -113,6 +143,7 @@ def _make_entrypoint(name: str) -> Callable[..., ResNet]:
             check_hash=check_hash,
             **kwargs,
         )
+        return model
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = __name__

@@ -1,0 +1,196 @@
+"""Export to ONNX or TorchScript, then load the file back and check it against PyTorch.
+
+Safety model (pooch's): everything is written into a temporary folder beside the output,
+loaded back and compared there, and only moved into place once it matched, so a failed or
+interrupted export leaves no half-written file. ONNX uses torch's default (dynamo-based)
+exporter; weights of models over about 1.5 GB go to ``FILE.data`` beside ``FILE`` (protobuf's
+2 GB limit), which is moved together with it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from .errors import ExportError, InvalidInputError, MissingDependencyError
+from .models import get_model
+
+__all__ = ["ATOL", "FORMATS", "RTOL", "ExportResult", "export_model"]
+
+log = logging.getLogger(__name__)
+
+Format = Literal["onnx", "torchscript"]
+FORMATS: tuple[Format, ...] = ("onnx", "torchscript")
+# Elementwise |exported - pytorch| <= ATOL + RTOL * |pytorch| on the float32 logits. Measured
+# differences are ~1e-5 (ONNX Runtime's kernels sum in another order); a wrong graph is off by 0.1+.
+ATOL = 1e-3
+RTOL = 1e-3
+_ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
+_EXTERNAL_DATA_BYTES = 1536 * 1024**2  # torch's own threshold for ONNX external data
+# A static ONNX graph takes batches of 1 (the usual deployment); a dynamic one is traced with 2
+# (torch.export specialises a dimension of size 1) and checked with 3, a size it never saw.
+_STATIC_BATCH, _TRACE_BATCH, _CHECK_BATCH = 1, 2, 3
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the model went and how closely the exported file matched PyTorch."""
+
+    path: Path
+    format: Format
+    batch_size: int  # of the random batch the check ran on
+    max_abs_diff: float
+    atol: float
+    rtol: float
+
+
+def export_model(
+    name: str,
+    output: str | os.PathLike[str],
+    *,
+    format: Format = "onnx",
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    num_classes: int = 1000,
+    dynamic_batch: bool = False,
+    image_size: int = 224,
+    atol: float = ATOL,
+    rtol: float = RTOL,
+    progress: bool = True,
+) -> ExportResult:
+    """Export model ``name`` (its released weights, or ``checkpoint_path``) to ``output``.
+
+    The file is loaded back (ONNX Runtime / ``torch.jit.load``), run on a random batch and
+    compared with PyTorch; :class:`ExportError` if any logit is off by more than
+    ``atol + rtol * |logit|``, and then nothing is written. ``dynamic_batch``: ONNX accepts
+    any batch size (TorchScript always does); otherwise the ONNX model takes batches of 1.
+    """
+    if format not in FORMATS:
+        msg = f"format {format!r} is not supported; choose one of {', '.join(FORMATS)}."
+        raise InvalidInputError(msg)
+    if format == "onnx":
+        _require_onnx()
+    target = Path(output).expanduser()
+    if not target.parent.is_dir():
+        msg = f"Output folder {str(target.parent)!r} does not exist; create it first."
+        raise InvalidInputError(msg)
+    model = get_model(
+        name, checkpoint_path=checkpoint_path, num_classes=num_classes, progress=progress
+    ).eval()
+    generator = torch.Generator().manual_seed(0)
+    dynamic = dynamic_batch or format == "torchscript"
+    trace_batch, check_batch = (_TRACE_BATCH, _CHECK_BATCH) if dynamic else (_STATIC_BATCH,) * 2
+    example = torch.randn(trace_batch, 3, image_size, image_size, generator=generator)
+    check = torch.randn(check_batch, 3, image_size, image_size, generator=generator)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        staged = workdir / target.name
+        if format == "onnx":
+            _write_onnx(model, example, staged, dynamic_batch=dynamic_batch)
+        else:
+            _write_torchscript(model, example, staged)
+        got = _run_onnx(staged, check) if format == "onnx" else _run_torchscript(staged, check)
+        with torch.no_grad():
+            expected = model(check)
+        diff = compare_outputs(got, expected, atol=atol, rtol=rtol, what=f"{format} export")
+        _move_into_place(workdir, target)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    log.info("Exported %s to %s (max |diff| %.2e)", name, target, diff)
+    return ExportResult(target, format, check_batch, diff, atol, rtol)
+
+
+def compare_outputs(
+    got: torch.Tensor, expected: torch.Tensor, *, atol: float, rtol: float, what: str
+) -> float:
+    """The largest absolute difference; :class:`ExportError` if beyond the tolerance."""
+    if got.shape != expected.shape:
+        msg = f"The {what} returned shape {tuple(got.shape)}, PyTorch {tuple(expected.shape)}."
+        raise ExportError(msg)
+    diff = (got.float() - expected.float()).abs()
+    max_diff = float(diff.max())
+    bad = int((diff > atol + rtol * expected.float().abs()).sum())
+    if bad:
+        msg = (
+            f"The {what} does not match PyTorch: {bad} of {diff.numel()} outputs differ by more "
+            f"than atol={atol:g} + rtol={rtol:g} * |value| (max |diff| {max_diff:.3g}). "
+            "Nothing was written. Check the torch/onnxruntime versions, or raise --atol/--rtol "
+            "if the difference is acceptable."
+        )
+        raise ExportError(msg)
+    return max_diff
+
+
+def _require_onnx() -> None:
+    missing = [p for p in _ONNX_PACKAGES if importlib.util.find_spec(p) is None]
+    if missing:
+        msg = (
+            f"ONNX export needs the optional packages {', '.join(missing)}: "
+            "pip install 'wsl-images[onnx]' (or pip install onnx onnxruntime onnxscript)."
+        )
+        raise MissingDependencyError(msg)
+
+
+def _write_onnx(
+    model: nn.Module, example: torch.Tensor, path: Path, *, dynamic_batch: bool
+) -> None:
+    big = sum(p.numel() * p.element_size() for p in model.parameters()) > _EXTERNAL_DATA_BYTES
+    kwargs: dict[str, Any] = {}
+    if dynamic_batch:
+        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
+    try:
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamo=True,
+            external_data=big,
+            verbose=False,
+            **kwargs,
+        )
+    except Exception as exc:
+        msg = f"torch.onnx.export failed: {exc}"
+        raise ExportError(msg) from exc
+
+
+def _write_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    # torch.jit is deprecated (FutureWarning) but still the one single-file format that
+    # C++/mobile runtimes load; the README recommends ONNX for new deployments.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(model, example)  # type: ignore[no-untyped-call]
+    traced.save(str(path))
+
+
+def _run_onnx(path: Path, x: torch.Tensor) -> torch.Tensor:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    return torch.from_numpy(out)
+
+
+def _run_torchscript(path: Path, x: torch.Tensor) -> torch.Tensor:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", FutureWarning)
+        loaded = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+        out: torch.Tensor = loaded(x)
+    return out
+
+
+def _move_into_place(workdir: Path, target: Path) -> None:
+    """Move the checked files next to ``target``: external data first, the model file last."""
+    for extra in sorted(p for p in workdir.iterdir() if p.name != target.name):
+        os.replace(extra, target.parent / extra.name)
+    os.replace(workdir / target.name, target)

@@ -1,0 +1,69 @@
+"""The train/deploy keywords of ``get_model``: ``features_only``, ``out_indices``, ``in_chans``,
+``dtype``, ``device``. Taken out of ``**kwargs`` here so the rest goes to torchvision's ResNet."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torchvision.models.resnet import ResNet
+
+from .channels import RGB, adapt_input_conv, check_in_chans
+from .errors import InvalidInputError
+from .features import DEFAULT_OUT_INDICES, FeatureExtractor, normalize_indices
+
+__all__ = ["ModelOptions"]
+
+_KEYS = ("features_only", "out_indices", "in_chans", "dtype", "device")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """What ``get_model`` does beyond building and loading the plain ResNet."""
+
+    features_only: bool = False
+    out_indices: tuple[int, ...] = DEFAULT_OUT_INDICES
+    in_chans: int = RGB
+    dtype: torch.dtype | None = None  # None: as stored (float32)
+    device: torch.device | None = None  # None: CPU (memory-mapped where the file allows)
+
+    @classmethod
+    def pop_from(cls, kwargs: dict[str, Any]) -> ModelOptions:
+        """Take (and validate) this module's keywords out of ``kwargs``."""
+        given = {k: kwargs.pop(k) for k in _KEYS if k in kwargs}
+        features_only = bool(given.get("features_only", False))
+        if "out_indices" in given and not features_only:
+            msg = f"out_indices={given['out_indices']!r} needs features_only=True."
+            raise InvalidInputError(msg)
+        out_indices: Sequence[int] = given.get("out_indices", DEFAULT_OUT_INDICES)
+        return cls(
+            features_only=features_only,
+            out_indices=normalize_indices(out_indices),
+            in_chans=check_in_chans(given.get("in_chans", RGB)),
+            dtype=_check_dtype(given.get("dtype")),
+            device=torch.device(given["device"]) if given.get("device") is not None else None,
+        )
+
+    def adapt_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Adapt the checkpoint's conv1 (RGB) to ``in_chans`` inputs, in place."""
+        weight = state.get("conv1.weight")
+        if self.in_chans != RGB and weight is not None and weight.shape[1] == RGB:
+            state["conv1.weight"] = adapt_input_conv(self.in_chans, weight)
+
+    def finish(self, model: ResNet) -> ResNet | FeatureExtractor:
+        """The model to return: the ResNet itself, or its feature extractor."""
+        if self.features_only:
+            return FeatureExtractor(model, self.out_indices)
+        return model
+
+
+def _check_dtype(dtype: object) -> torch.dtype | None:
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        return dtype
+    msg = (
+        f"dtype must be a floating torch.dtype (torch.float16, torch.bfloat16, torch.float32), "
+        f"got {dtype!r}."
+    )
+    raise InvalidInputError(msg)
