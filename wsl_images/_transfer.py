@@ -1,0 +1,293 @@
+"""Fetch one URL into an open file: parallel Range parts when the server accepts ranges, one
+resumable stream otherwise, hashed as the bytes land.
+
+Parts are fixed-size pieces handed out in file order to a few connections; a hasher thread
+follows the contiguous written prefix and reads it back from the page cache, so the digest is
+ready a moment after the last byte, with no second pass over the file. A single stream is
+hashed inline.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import re
+import threading
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Protocol
+
+import requests
+
+from ._http import (
+    AbortedError,
+    Backoff,
+    RetriableError,
+    TransferOptions,
+    new_session,
+    open_get,
+    stream_body,
+)
+
+__all__ = ["fetch"]
+
+log = logging.getLogger(__name__)
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+_HASH_READ = 8 << 20
+
+
+class Bar(Protocol):
+    """The part of tqdm we use: one bar per file, reset when a download starts over."""
+
+    def update(self, n: float | None = 1) -> bool | None: ...
+
+    def reset(self, total: float | None = None) -> None: ...
+
+
+class _RangesIgnoredError(Exception):
+    """The server answered a Range request with the whole file (200)."""
+
+
+def fetch(url: str, fd: int, opts: TransferOptions, bar: Bar) -> str:
+    """Download ``url`` into ``fd`` (an empty file); return the sha256 hex digest."""
+    session = new_session()
+    backoff = Backoff(url, opts)
+    while True:
+        try:
+            resp = open_get(session, url, opts, 0, opts.part_size - 1)
+            break
+        except RetriableError as exc:
+            backoff.wait(exc)
+    if resp.status_code == 206:
+        total = _content_range(resp, 0)[2]
+        _reserve(fd, total)
+        bar.reset(total=total)
+        try:
+            return _Parallel(url, fd, total, opts, bar).run(resp)
+        except _RangesIgnoredError:
+            log.info("%s stopped honouring Range requests: restarting as one stream", url)
+            os.ftruncate(fd, 0)
+            resp = None  # type: ignore[assignment]
+    elif resp.status_code == 416:  # nothing at offset 0: the file is empty
+        resp.close()
+        return hashlib.sha256().hexdigest()
+    return _single(session, url, fd, opts, bar, resp)
+
+
+def _content_range(resp: requests.Response, start: int) -> tuple[int, int, int]:
+    """(first, last, total) of a 206 that must begin at ``start`` and match its Content-Length."""
+    match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
+    length = resp.headers.get("Content-Length")
+    if match is None:
+        raise RetriableError(
+            f"206 without a usable Content-Range ({resp.headers.get('Content-Range')})"
+        )
+    first, last, total = map(int, match.groups())
+    if first != start or last >= total or (length is not None and int(length) != last - first + 1):
+        msg = f"206 for bytes {start}- answered Content-Range {match.group(0)}, length {length}"
+        raise RetriableError(msg)
+    return first, last, total
+
+
+def _reserve(fd: int, total: int) -> None:
+    """Check and reserve the space up front, so a full disk fails before any byte is fetched."""
+    st = os.fstatvfs(fd)
+    free = st.f_bavail * st.f_frsize
+    if total > free:
+        raise OSError(errno.ENOSPC, f"{total} bytes needed, {free} free")
+    try:
+        os.posix_fallocate(fd, 0, total)
+    except OSError as exc:  # unsupported here (some network filesystems): writes will tell
+        if exc.errno == errno.ENOSPC:
+            raise
+    except AttributeError:  # pragma: no cover - not on every platform
+        pass
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+@dataclass
+class _Piece:
+    start: int
+    end: int  # inclusive
+    pos: int  # next byte to write
+
+
+class _Parallel:
+    """Pieces of ``part_size`` bytes, fetched by up to ``opts.parts`` connections."""
+
+    def __init__(self, url: str, fd: int, total: int, opts: TransferOptions, bar: Bar):
+        self.url, self.fd, self.total, self.opts, self.bar = url, fd, total, opts, bar
+        size = opts.part_size
+        self.pieces = [_Piece(s, min(s + size, total) - 1, s) for s in range(0, total, size)]
+        self.next_piece = 0
+        self.hashed_piece = 0
+        self.cond = threading.Condition()
+        self.abort = threading.Event()
+
+    def run(self, first: requests.Response) -> str:
+        workers = min(self.opts.parts, len(self.pieces))
+        with ThreadPoolExecutor(workers + 1, thread_name_prefix="wsl-images-dl") as pool:
+            futures: list[Future[str | None]] = [pool.submit(self._hash)]
+            futures.append(pool.submit(self._worker, first))
+            futures += [pool.submit(self._worker, None) for _ in range(workers - 1)]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                self.abort.set()
+                with self.cond:
+                    self.cond.notify_all()
+                wait(futures)
+                errors = [f.exception() for f in futures if f.exception() is not None]
+                # Report the real failure, not the AbortedError of the parts that were stopped.
+                raise next(e for e in errors if not isinstance(e, AbortedError))  # type: ignore[misc]
+        return futures[0].result() or ""
+
+    def _take(self) -> _Piece | None:
+        with self.cond:
+            if self.next_piece >= len(self.pieces):
+                return None
+            self.next_piece += 1
+            return self.pieces[self.next_piece - 1]
+
+    def _worker(self, first: requests.Response | None) -> None:
+        session = new_session()
+        while (piece := self._take()) is not None:
+            self._fetch_piece(session, piece, first)
+            first = None
+
+    def _fetch_piece(
+        self, session: requests.Session, piece: _Piece, resp: requests.Response | None
+    ) -> None:
+        backoff = Backoff(self.url, self.opts, self.abort)
+        while piece.pos <= piece.end:
+            before = piece.pos
+            try:
+                if resp is None:
+                    resp = open_get(session, self.url, self.opts, piece.pos, piece.end)
+                if resp.status_code == 200:
+                    raise _RangesIgnoredError
+                if resp.status_code == 416:
+                    raise RetriableError("416 for a range inside the file")
+                _content_range(resp, piece.pos)
+                stream_body(
+                    resp,
+                    self.opts,
+                    lambda data: self._write(piece, data),
+                    piece.end - piece.pos + 1,
+                    self.abort,
+                )
+            except RetriableError as exc:
+                if piece.pos > before:
+                    backoff.progressed()
+                backoff.wait(exc)
+            finally:
+                if resp is not None:
+                    resp.close()
+                resp = None
+
+    def _write(self, piece: _Piece, data: bytes) -> None:
+        _pwrite_all(self.fd, data, piece.pos)
+        with self.cond:
+            piece.pos += len(data)
+            self.cond.notify_all()
+            self.bar.update(len(data))
+
+    def _frontier(self) -> int:
+        """End of the contiguous written prefix (call with the condition held)."""
+        while self.hashed_piece < len(self.pieces):
+            piece = self.pieces[self.hashed_piece]
+            if piece.pos <= piece.end:
+                return piece.pos
+            self.hashed_piece += 1
+        return self.total
+
+    def _hash(self) -> str | None:
+        digest = hashlib.sha256()
+        hashed = 0
+        while hashed < self.total:
+            with self.cond:
+                while (frontier := self._frontier()) == hashed and not self.abort.is_set():
+                    self.cond.wait(0.5)
+            if self.abort.is_set():
+                raise AbortedError
+            while hashed < frontier:
+                data = os.pread(self.fd, min(_HASH_READ, frontier - hashed), hashed)
+                digest.update(data)  # releases the GIL: runs beside the downloading threads
+                hashed += len(data)
+        return digest.hexdigest()
+
+
+def _single(
+    session: requests.Session,
+    url: str,
+    fd: int,
+    opts: TransferOptions,
+    bar: Bar,
+    resp: requests.Response | None,
+) -> str:
+    """One stream, resumed with ``Range`` after a drop; restarted if the server ignores it."""
+    stream = _Stream(fd, bar)
+    backoff = Backoff(url, opts)
+    while True:
+        before = stream.pos
+        try:
+            if resp is None:
+                resp = open_get(session, url, opts, stream.pos, None)
+            expected = stream.align(resp)
+            if expected != 0:
+                stream_body(resp, opts, stream.write, expected)
+            return stream.digest.hexdigest()
+        except RetriableError as exc:
+            if stream.pos > before:
+                backoff.progressed()
+            backoff.wait(exc)
+        finally:
+            if resp is not None:
+                resp.close()
+            resp = None
+
+
+class _Stream:
+    """The state of a single-stream download: position, announced total, running digest."""
+
+    def __init__(self, fd: int, bar: Bar) -> None:
+        self.fd, self.bar = fd, bar
+        self.pos = 0
+        self.total: int | None = None
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        _pwrite_all(self.fd, data, self.pos)
+        self.digest.update(data)
+        self.pos += len(data)
+        self.bar.update(len(data))
+
+    def align(self, resp: requests.Response) -> int | None:
+        """Bytes this response will carry (None: unknown), after lining it up with our file."""
+        if resp.status_code == 416 and self.pos > 0 and self.total in (None, self.pos):
+            return 0  # "416 on an already complete part": everything is here
+        if resp.status_code == 416:
+            raise RetriableError("416 Range Not Satisfiable for a range inside the file")
+        if resp.status_code == 206:
+            first, _, total = _content_range(resp, self.pos)
+            self.total = total
+            return total - first
+        if self.pos > 0:  # the server ignored our Range: start over, cleanly
+            log.info("server ignored Range at byte %d: restarting from 0", self.pos)
+            os.ftruncate(self.fd, 0)
+            self.pos, self.digest = 0, hashlib.sha256()
+        length = resp.headers.get("Content-Length")
+        self.total = int(length) if length is not None else None
+        if self.total is not None:
+            _reserve(self.fd, self.total)
+        self.bar.reset(total=self.total)
+        return self.total
