@@ -158,9 +158,11 @@ def stream_body(
         try:
             data = resp.raw.read1(_READ)
         except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
-            raise RetriableError(
-                f"connection dropped after {got} bytes of this response ({exc})"
-            ) from exc
+            if expected is not None:
+                msg = f"body shorter than announced: {got} of {expected} bytes, then {exc}"
+            else:
+                msg = f"connection dropped after {got} bytes of this response ({exc})"
+            raise RetriableError(msg) from exc
         if not data:
             break
         if expected is not None and got + len(data) > expected:

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 _HASH_READ = 8 << 20
+_SYNC_EVERY = 64 << 20
 
 
 class Bar(Protocol):
@@ -54,27 +55,37 @@ class _RangesIgnoredError(Exception):
 def fetch(url: str, fd: int, opts: TransferOptions, bar: Bar) -> str:
     """Download ``url`` into ``fd`` (an empty file); return the sha256 hex digest."""
     session = new_session()
-    backoff = Backoff(url, opts)
-    while True:
-        try:
-            resp = open_get(session, url, opts, 0, opts.part_size - 1)
-            break
-        except RetriableError as exc:
-            backoff.wait(exc)
-    if resp.status_code == 206:
-        total = _content_range(resp, 0)[2]
-        _reserve(fd, total)
-        bar.reset(total=total)
-        try:
-            return _Parallel(url, fd, total, opts, bar).run(resp)
-        except _RangesIgnoredError:
-            log.info("%s stopped honouring Range requests: restarting as one stream", url)
-            os.ftruncate(fd, 0)
-            resp = None  # type: ignore[assignment]
-    elif resp.status_code == 416:  # nothing at offset 0: the file is empty
+    resp, total = _probe(session, url, opts)
+    if resp.status_code == 416:  # nothing at offset 0: the file is empty
         resp.close()
         return hashlib.sha256().hexdigest()
-    return _single(session, url, fd, opts, bar, resp)
+    if total is None:
+        return _single(session, url, fd, opts, bar, resp)
+    _reserve(fd, total)
+    bar.reset(total=total)
+    try:
+        return _Parallel(url, fd, total, opts, bar).run(resp)
+    except _RangesIgnoredError:
+        log.info("%s stopped honouring Range requests: restarting as one stream", url)
+        os.ftruncate(fd, 0)
+        return _single(session, url, fd, opts, bar, None)
+
+
+def _probe(
+    session: requests.Session, url: str, opts: TransferOptions
+) -> tuple[requests.Response, int | None]:
+    """First request, for the first piece: a 206 says ranges work and gives the total size."""
+    backoff = Backoff(url, opts)
+    while True:
+        resp = None
+        try:
+            resp = open_get(session, url, opts, 0, opts.part_size - 1)
+            total = _content_range(resp, 0)[2] if resp.status_code == 206 else None
+            return resp, total
+        except RetriableError as exc:
+            if resp is not None:
+                resp.close()
+            backoff.wait(exc)
 
 
 def _content_range(resp: requests.Response, start: int) -> tuple[int, int, int]:
@@ -223,6 +234,9 @@ class _Parallel:
                 data = os.pread(self.fd, min(_HASH_READ, frontier - hashed), hashed)
                 digest.update(data)  # releases the GIL: runs beside the downloading threads
                 hashed += len(data)
+                if hashed % _SYNC_EVERY < len(data):
+                    # Write back as we go, so the fsync before publishing has little left.
+                    os.fdatasync(self.fd)
         return digest.hexdigest()
 
 
