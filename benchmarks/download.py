@@ -133,7 +133,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve:
         return _serve(args.serve, args.rate_mb * 1e6)
-    import torch.hub  # imported before timing: no client pays for torch's import
     import wsl_images.cache  # noqa: F401
 
     path = _make_file(args.size_mb)
@@ -158,7 +157,9 @@ def _report(base: str, name: str, size: int, args: argparse.Namespace) -> None:
     mb = size / 1e6
     print(f"file {mb:.0f} MB, loopback, {os.cpu_count()} CPUs, best of {args.repeat}")
     for kind, label in (("plain", "(a) throughput"), ("capped", f"(b) {args.rate_mb:g} MB/s cap")):
-        times = {who: _timed(fn, f"{base}/{kind}/{name}", args.repeat) for who, fn in CLIENTS.items()}
+        times = {
+            who: _timed(fn, f"{base}/{kind}/{name}", args.repeat) for who, fn in CLIENTS.items()
+        }
         ref = times["torch.hub"]
         print(f"{label}:")
         for who, t in times.items():
