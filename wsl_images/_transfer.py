@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 _HASH_READ = 8 << 20
+_HASH_MIN = 4 << 20
 _SYNC_EVERY = 64 << 20
 
 
@@ -143,6 +144,7 @@ class _Parallel:
         self.hashed_piece = 0
         self.cond = threading.Condition()
         self.abort = threading.Event()
+        self.syncing: threading.Thread | None = None
 
     def run(self, first: requests.Response) -> str:
         workers = min(self.opts.parts, len(self.pieces))
@@ -160,6 +162,8 @@ class _Parallel:
                 errors = [f.exception() for f in futures if f.exception() is not None]
                 # Report the real failure, not the AbortedError of the parts that were stopped.
                 raise next(e for e in errors if not isinstance(e, AbortedError))  # type: ignore[misc]
+        if self.syncing is not None:
+            self.syncing.join()
         return futures[0].result() or ""
 
     def _take(self) -> _Piece | None:
@@ -221,22 +225,32 @@ class _Parallel:
             self.hashed_piece += 1
         return self.total
 
+    def _write_back(self) -> None:
+        """Flush written pages in the background, so the fsync before publishing is short."""
+        if self.syncing is None or not self.syncing.is_alive():
+            self.syncing = threading.Thread(target=os.fdatasync, args=(self.fd,), daemon=True)
+            self.syncing.start()
+
     def _hash(self) -> str | None:
         digest = hashlib.sha256()
+        buf = bytearray(_HASH_READ)  # reused: no fresh pages to fault in for every read
+        view = memoryview(buf)
         hashed = 0
         while hashed < self.total:
             with self.cond:
-                while (frontier := self._frontier()) == hashed and not self.abort.is_set():
+                # Wait for a few MiB (or the end) rather than waking for every small write.
+                while (frontier := self._frontier()) - hashed < min(
+                    _HASH_MIN, self.total - hashed
+                ) and not self.abort.is_set():
                     self.cond.wait(0.5)
             if self.abort.is_set():
                 raise AbortedError
             while hashed < frontier:
-                data = os.pread(self.fd, min(_HASH_READ, frontier - hashed), hashed)
-                digest.update(data)  # releases the GIL: runs beside the downloading threads
-                hashed += len(data)
-                if hashed % _SYNC_EVERY < len(data):
-                    # Write back as we go, so the fsync before publishing has little left.
-                    os.fdatasync(self.fd)
+                n = os.preadv(self.fd, [view[: min(_HASH_READ, frontier - hashed)]], hashed)
+                digest.update(view[:n])  # releases the GIL: runs beside the downloading threads
+                hashed += n
+                if hashed % _SYNC_EVERY < n:
+                    self._write_back()
         return digest.hexdigest()
 
 
