@@ -34,6 +34,7 @@ class Faults:
     drop_at: int | None = None  # close the connection when the body reaches this file offset...
     drop_times: int = 1  # ...in this many responses
     ignore_range: bool = False  # always 200 with the whole file, no Accept-Ranges
+    ignore_range_first: int = 0  # ...or only in the first K requests
     flip_at: int | None = None  # this file offset is served with its bits flipped
     length_delta: int = 0  # announced Content-Length minus the bytes really sent
     rate: float | None = None  # bytes/s cap for each response (a long-haul CDN path)
@@ -98,6 +99,8 @@ class FaultServer:
         size = path.stat().st_size
         start, end = 0, size - 1
         match = _RANGE.fullmatch(h.headers.get("Range") or "")
+        if index < faults.ignore_range_first:
+            match = None
         if match and not faults.ignore_range:
             start = int(match[1])
             end = min(int(match[2]), size - 1) if match[2] else size - 1

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from faultserver import Faults, FaultServer
 
-from wsl_images import _files, _transfer, cache
+from wsl_images import _files, _http, _transfer, cache
 from wsl_images._http import TransferOptions
 from wsl_images.errors import DownloadError, HashMismatchError, InvalidInputError, OfflineError
 
@@ -91,6 +93,41 @@ def test_server_ignoring_range_restarts_cleanly(
     assert server.requests[blob.name] == 2
     assert server.bytes_sent[blob.name] == SIZE // 2 + SIZE
     assert server.ranges[1] == f"bytes={SIZE // 2}-"  # asked to resume, got the whole file
+
+
+def test_single_stream_resumes_with_range(
+    server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    # The first answer ignores Range (one stream); the resume after the drop is honoured.
+    server.faults[blob.name] = Faults(ignore_range_first=1, drop_at=SIZE // 2)
+    _get(server, blob.name)
+    _assert_clean(isolated_cache, blob)
+    assert server.ranges[1] == f"bytes={SIZE // 2}-"
+    assert server.bytes_sent[blob.name] == SIZE
+    assert server.requests[blob.name] == 2
+
+
+def test_a_verified_file_is_rehashed_only_after_a_change(
+    server: FaultServer, blob: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _get(server, blob.name)
+    hashed: list[Path] = []
+    real = cache.sha256_of
+    monkeypatch.setattr(cache, "sha256_of", lambda p: hashed.append(p) or real(p))
+    _get(server, blob.name)
+    assert hashed == []
+    os.utime(path, ns=(1, 1))  # same bytes, new mtime: the record no longer vouches for it
+    _get(server, blob.name)
+    _get(server, blob.name)
+    assert hashed == [path]
+    assert server.requests[blob.name] == 6
+
+
+def test_retry_after_forms() -> None:
+    assert _http._retry_after("7") == 7.0
+    assert _http._retry_after("soon") is None
+    future = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 < (_http._retry_after(future) or 0) <= 30
 
 
 @pytest.mark.parametrize("status", [503, 429, 408])

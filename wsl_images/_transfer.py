@@ -89,19 +89,24 @@ def _probe(
             backoff.wait(exc)
 
 
-def _content_range(resp: requests.Response, start: int) -> tuple[int, int, int]:
-    """(first, last, total) of a 206 that must begin at ``start`` and match its Content-Length."""
+def _content_range(
+    resp: requests.Response, start: int, total: int | None = None
+) -> tuple[int, int, int]:
+    """(first, last, total) of a 206 that must begin at ``start``, match its Content-Length and
+    (when known) the total size seen before: a file replaced on the server mid-download fails."""
     match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
     length = resp.headers.get("Content-Length")
     if match is None:
-        raise RetriableError(
-            f"206 without a usable Content-Range ({resp.headers.get('Content-Range')})"
-        )
-    first, last, total = map(int, match.groups())
-    if first != start or last >= total or (length is not None and int(length) != last - first + 1):
+        msg = f"206 without a usable Content-Range ({resp.headers.get('Content-Range')})"
+        raise RetriableError(msg)
+    first, last, size = map(int, match.groups())
+    if first != start or last >= size or (length is not None and int(length) != last - first + 1):
         msg = f"206 for bytes {start}- answered Content-Range {match.group(0)}, length {length}"
         raise RetriableError(msg)
-    return first, last, total
+    if total is not None and size != total:
+        msg = f"the file changed on the server during the download ({total} -> {size} bytes)"
+        raise RetriableError(msg)
+    return first, last, size
 
 
 def _reserve(fd: int, total: int) -> None:
@@ -192,7 +197,7 @@ class _Parallel:
                     raise _RangesIgnoredError
                 if resp.status_code == 416:
                     raise RetriableError("416 for a range inside the file")
-                _content_range(resp, piece.pos)
+                _content_range(resp, piece.pos, self.total)
                 stream_body(
                     resp,
                     self.opts,
@@ -306,7 +311,7 @@ class _Stream:
         if resp.status_code == 416:
             raise RetriableError("416 Range Not Satisfiable for a range inside the file")
         if resp.status_code == 206:
-            first, _, total = _content_range(resp, self.pos)
+            first, _, total = _content_range(resp, self.pos, self.total)
             self.total = total
             return total - first
         if self.pos > 0:  # the server ignored our Range: start over, cleanly
