@@ -275,10 +275,29 @@ def test_planted_symlink_is_replaced_not_written_through(
     outside.write_text("keep me")
     isolated_cache.mkdir()
     (isolated_cache / blob.name).symlink_to(outside)
+    # Our bookkeeping folder and a lock file planted as links too (filelock truncates).
+    (isolated_cache / ".wsl-images").symlink_to(tmp_path, target_is_directory=True)
     _get(server, blob.name)
     assert outside.read_text() == "keep me"
     assert not (isolated_cache / blob.name).is_symlink()
+    assert not (isolated_cache / ".wsl-images").is_symlink()
     _assert_clean(isolated_cache, blob)
+    cache.remove_cached(isolated_cache / blob.name)
+    lock = isolated_cache / ".wsl-images" / f"{blob.name}.lock"
+    lock.unlink()
+    lock.symlink_to(outside)
+    _get(server, blob.name)
+    assert outside.read_text() == "keep me"
+    _assert_clean(isolated_cache, blob)
+
+
+def test_unwritable_cache_folder_is_a_clear_error(
+    server: FaultServer, blob: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(DownloadError, match=r"Cannot create the cache folder .*WSL_IMAGES_CACHE"):
+        _get(server, blob.name, cache_dir=blocker / "cache")
 
 
 @pytest.mark.parametrize(

@@ -34,9 +34,19 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def meta_dir(folder: Path) -> Path:
-    """The hidden folder of records and locks inside a cache folder."""
-    return folder / ".wsl-images"
+def meta_dir(folder: Path, *, create: bool = False) -> Path:
+    """The hidden folder of records and locks inside a cache folder.
+
+    ``create`` makes it, replacing a symlink planted there: records and lock files are written
+    (and lock files truncated), so they must never land outside the cache.
+    """
+    meta = folder / ".wsl-images"
+    if create:
+        if meta.is_symlink():
+            log.warning("Replacing the symlink %s planted in the cache by a folder", meta)
+            meta.unlink()
+        meta.mkdir(exist_ok=True)
+    return meta
 
 
 def record_path(path: Path) -> Path:
@@ -66,7 +76,7 @@ def remember(path: Path, sha256: str) -> None:
     """Record that ``path`` (as it is now) has this sha256. A failure only costs a re-hash."""
     text = json.dumps({**_identity(path), "sha256": sha256})
     try:
-        record_path(path).parent.mkdir(exist_ok=True)
+        meta_dir(path.parent, create=True)
         write_atomic(record_path(path), text.encode())
     except OSError as exc:
         log.warning("Could not write %s (%s): the file will be hashed again next time", path, exc)

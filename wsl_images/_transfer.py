@@ -157,12 +157,13 @@ class _Parallel:
             futures: list[Future[str | None]] = [pool.submit(self._hash)]
             futures.append(pool.submit(self._worker, first))
             futures += [pool.submit(self._worker, None) for _ in range(workers - 1)]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in done if f.exception() is not None]
-            if failed:
-                self.abort.set()
-                with self.cond:
-                    self.cond.notify_all()
+            try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            except BaseException:  # Ctrl-C: stop the parts instead of finishing the download
+                self._stop()
+                raise
+            if any(f.exception() is not None for f in done):
+                self._stop()
                 wait(futures)
                 errors = [f.exception() for f in futures if f.exception() is not None]
                 # Report the real failure, not the AbortedError of the parts that were stopped.
@@ -170,6 +171,11 @@ class _Parallel:
         if self.syncing is not None:
             self.syncing.join()
         return futures[0].result() or ""
+
+    def _stop(self) -> None:
+        self.abort.set()
+        with self.cond:
+            self.cond.notify_all()
 
     def _take(self) -> _Piece | None:
         with self.cond:

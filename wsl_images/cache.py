@@ -115,7 +115,11 @@ def download_url(
             "unset WSL_IMAGES_OFFLINE (WSL_IMAGES_MIRROR can point at an internal mirror)."
         )
         raise OfflineError(msg)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        msg = f"Cannot create the cache folder {str(folder)!r} ({exc}): set WSL_IMAGES_CACHE."
+        raise DownloadError(msg) from exc
     with _file_lock(target):
         # Another process may have published the file while we waited for the lock.
         if verify_cached(target, expected, repair=True):
@@ -171,10 +175,12 @@ def _file_lock(target: Path) -> Iterator[None]:
     if os.environ.get("WSL_IMAGES_NO_LOCK", "").strip() in {"1", "true", "yes"}:
         yield
         return
-    meta = _records.meta_dir(target.parent)
-    lock = filelock.FileLock(meta / f"{target.name}.lock")
+    lock_path = _records.meta_dir(target.parent) / f"{target.name}.lock"
+    lock = filelock.FileLock(lock_path)
     try:
-        meta.mkdir(exist_ok=True)
+        _records.meta_dir(target.parent, create=True)
+        if lock_path.is_symlink():  # filelock opens with O_TRUNC: never through a planted link
+            lock_path.unlink()
         try:
             lock.acquire(timeout=0.5)
         except filelock.Timeout:
@@ -193,7 +199,14 @@ def _file_lock(target: Path) -> Iterator[None]:
 def _fetch_into_cache(
     url: str, target: Path, expected: str | None, progress: bool, opts: TransferOptions
 ) -> None:
-    fd, tmp = open_temp(target)
+    try:
+        fd, tmp = open_temp(target)
+    except OSError as exc:
+        msg = (
+            f"Cannot write to the cache folder {str(target.parent)!r} ({exc}). Point "
+            "WSL_IMAGES_CACHE at a writable folder (or pass cache_dir=)."
+        )
+        raise DownloadError(msg) from exc
     show = progress and sys.stderr.isatty()
     try:
         with tqdm(
