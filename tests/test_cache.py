@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from faultserver import Faults, FaultServer
 
-from wsl_images import _files, _http, _transfer, cache
+from wsl_images import _files, _http, _stream, cache
 from wsl_images._http import TransferOptions
 from wsl_images.errors import DownloadError, HashMismatchError, InvalidInputError, OfflineError
 
@@ -349,7 +349,7 @@ def test_disk_full_leaves_the_cache_as_it_was(
     def full(fd: int, data: bytes, offset: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(_transfer, "_pwrite_all", full)
+    monkeypatch.setattr(_stream, "pwrite_all", full)
     with pytest.raises(DownloadError, match=r"No space left in .*partial download was removed"):
         _get(server, blob.name)
     assert sorted(p.name for p in isolated_cache.iterdir()) == [".wsl-images", "other.pth"]
@@ -361,7 +361,7 @@ def test_free_space_is_checked_before_downloading(
     class Tiny:
         f_bavail, f_frsize = 10, 1
 
-    monkeypatch.setattr(_transfer.os, "fstatvfs", lambda fd: Tiny())
+    monkeypatch.setattr(_stream.os, "fstatvfs", lambda fd: Tiny())
     with pytest.raises(DownloadError, match=rf"No space left .*{SIZE} bytes needed, 10 free"):
         _get(server, blob.name)
     assert server.bytes_sent[blob.name] <= PART  # only the first piece's response was opened
