@@ -37,6 +37,7 @@ class Faults:
     ignore_range_first: int = 0  # ...or only in the first K requests
     flip_at: int | None = None  # this file offset is served with its bits flipped
     length_delta: int = 0  # announced Content-Length minus the bytes really sent
+    chunked_cut: bool = False  # 200 as chunked encoding, cut before the final chunk (once)
     rate: float | None = None  # bytes/s cap for each response (a long-haul CDN path)
     trickle_at: int | None = None  # from this offset, one byte per trickle_every seconds...
     trickle_every: float = 0.2
@@ -111,9 +112,24 @@ class FaultServer:
             h.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         if not faults.ignore_range:
             h.send_header("Accept-Ranges", "bytes")
+        if faults.chunked_cut and not faults.state["cuts"]:
+            faults.state["cuts"] += 1
+            return self._send_chunked_cut(h, name, path)
         h.send_header("Content-Length", str(end - start + 1 + faults.length_delta))
         h.end_headers()
         self._send_body(h, name, path, start, end, faults)
+
+    def _send_chunked_cut(self, h: BaseHTTPRequestHandler, name: str, path: Path) -> None:
+        """The whole file in chunks, then the connection closes before the terminating chunk."""
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        data = path.read_bytes()
+        for pos in range(0, len(data), _CHUNK):
+            piece = data[pos : pos + _CHUNK]
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self._count(name, len(piece))
+        h.close_connection = True
+        h.connection.shutdown(socket.SHUT_RDWR)
 
     def _send_body(
         self, h: BaseHTTPRequestHandler, name: str, path: Path, start: int, end: int, f: Faults

@@ -107,6 +107,17 @@ def test_single_stream_resumes_with_range(
     assert server.requests[blob.name] == 2
 
 
+def test_416_after_every_byte_arrived_means_done(
+    server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    # A chunked answer cut just before its end: all bytes are here, the resume gets 416.
+    server.faults[blob.name] = Faults(ignore_range_first=1, chunked_cut=True)
+    _get(server, blob.name)
+    _assert_clean(isolated_cache, blob)
+    assert server.ranges[1] == f"bytes={SIZE}-"
+    assert server.requests[blob.name] == 2 and server.bytes_sent[blob.name] == SIZE
+
+
 def test_a_verified_file_is_rehashed_only_after_a_change(
     server: FaultServer, blob: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -121,8 +121,12 @@ class _Stream:
 
     def align(self, resp: requests.Response) -> int | None:
         """Bytes this response will carry (None: unknown), after lining it up with our file."""
-        if resp.status_code == 416 and self.pos > 0 and self.total in (None, self.pos):
-            return 0  # "416 on an already complete part": everything is here
+        if resp.status_code == 416 and self.pos > 0:
+            # "416 on an already complete part": everything is here, if the sizes agree.
+            match = re.fullmatch(r"bytes \*/(\d+)", resp.headers.get("Content-Range", ""))
+            size = int(match[1]) if match else self.total
+            if size in (None, self.pos) and self.total in (None, self.pos):
+                return 0
         if resp.status_code == 416:
             raise RetriableError("416 Range Not Satisfiable for a range inside the file")
         if resp.status_code == 206:
