@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import hashlib
 import logging
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from faultserver import Faults, FaultServer
 
-from wsl_images import _files, _http, _stream, cache
+from wsl_images import _files, _http, _records, _stream, cache
 from wsl_images._http import TransferOptions
 from wsl_images.errors import DownloadError, HashMismatchError, InvalidInputError, OfflineError
 
@@ -116,6 +117,37 @@ def test_416_after_every_byte_arrived_means_done(
     _assert_clean(isolated_cache, blob)
     assert server.ranges[1] == f"bytes={SIZE}-"
     assert server.requests[blob.name] == 2 and server.bytes_sent[blob.name] == SIZE
+
+
+def test_silent_server_hits_the_read_timeout_and_resumes(
+    server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    server.faults[blob.name] = Faults(trickle_at=SIZE // 2, trickle_every=1.0)
+    opts = dataclasses.replace(OPTS, read_timeout=0.3, stall_timeout=60)
+    cache.download_url(f"{server.url}/{blob.name}", progress=False, options=opts)
+    _assert_clean(isolated_cache, blob)
+    assert server.requests[blob.name] == 7
+
+
+def test_connection_refused_is_retried_then_reported(isolated_cache: Path) -> None:
+    with FaultServer({}) as gone:
+        url = f"{gone.url}/blob-12345678.bin"
+    with pytest.raises(DownloadError, match=r"failed after 3 retries: connection failed"):
+        cache.download_url(url, progress=False, options=OPTS)
+    _assert_clean(isolated_cache)
+
+
+def test_a_file_torch_hub_fetched_is_reused_after_verification(
+    server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    isolated_cache.mkdir()
+    (isolated_cache / blob.name).write_bytes(blob.read_bytes())  # as torch.hub left it
+    assert _get(server, blob.name) == isolated_cache / blob.name
+    assert sum(server.requests.values()) == 0
+    assert (
+        _records.recorded_sha256(isolated_cache / blob.name)
+        == hashlib.sha256(blob.read_bytes()).hexdigest()
+    )
 
 
 def test_a_verified_file_is_rehashed_only_after_a_change(
