@@ -431,3 +431,13 @@ def test_progress_is_silent_without_a_terminal(
 ) -> None:
     cache.download_url(f"{server.url}/{blob.name}", progress=True, options=OPTS)
     assert capsys.readouterr().err == ""
+
+
+def test_transfer_options_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {"TIMEOUT": "3", "RETRIES": "2", "BACKOFF": "0.5", "STALL": "9"}.items():
+        monkeypatch.setenv(f"WSL_IMAGES_{key}", value)
+    monkeypatch.setenv("WSL_IMAGES_PARTS", "0")
+    monkeypatch.setenv("WSL_IMAGES_PART_SIZE", "0.5")
+    opts = TransferOptions.from_env()
+    assert (opts.connect_timeout, opts.read_timeout, opts.retries) == (3.0, 3.0, 2)
+    assert (opts.backoff, opts.stall_timeout, opts.parts, opts.part_size) == (0.5, 9.0, 1, 1 << 19)

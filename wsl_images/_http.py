@@ -49,7 +49,7 @@ class TransferOptions:
     backoff_max: float = 60.0  # cap on any wait, Retry-After included
     stall_timeout: float = 30.0  # window of the stall watchdog (seconds)
     min_rate: int = 1024  # bytes/s a connection must average over that window, else reconnect
-    parts: int = 8  # parallel Range connections for large files (1: always a single stream)
+    parts: int = 8  # parallel Range connections for large files (1: one connection)
     part_size: int = 16 * _MiB  # bytes per Range request; files up to this size use one request
 
     @classmethod
