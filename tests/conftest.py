@@ -28,6 +28,9 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.delenv("WSL_IMAGES_MIRROR", raising=False)
     monkeypatch.delenv("WSL_IMAGES_OFFLINE", raising=False)
+    # Network faults are retried quickly in tests (the defaults wait seconds between attempts).
+    monkeypatch.setenv("WSL_IMAGES_BACKOFF", "0.01")
+    monkeypatch.setenv("WSL_IMAGES_TIMEOUT", "5")
     return cache
 
 

@@ -87,6 +87,8 @@ def test_no_network_fails_with_a_clear_message(tmp_path: Path) -> None:
         "WSL_IMAGES_CACHE": str(tmp_path / "c"),
         "WSL_IMAGES_MIRROR": "http://127.0.0.1:9",
         "PATH": "/usr/bin:/bin",
+        "WSL_IMAGES_RETRIES": "1",
+        "WSL_IMAGES_BACKOFF": "0.01",
     }
     proc = subprocess.run(
         [sys.executable, "-m", "wsl_images", "classify", str(SAMPLE)],

@@ -1,40 +1,47 @@
 """Hashed download cache: files land verified, whole, under the names torch.hub uses.
 
-Safety model (as pooch): download to a temp file in the cache folder, check the sha256 prefix
-carried by the file name while streaming, fsync, publish with ``os.replace``.
+Safety model (as pooch): download to a temp file of this process in the cache folder, check the
+sha256 prefix carried by the file name, fsync, publish with ``os.replace``. A per-file lock makes
+concurrent processes download once; without it (a filesystem where locks do not work) each
+process downloads its own copy and the last rename wins, with identical, verified content.
 """
 
 from __future__ import annotations
 
-import hashlib
+import errno
 import logging
 import os
 import sys
-import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import requests
+import filelock
 import torch
 from tqdm.auto import tqdm
 
-from .errors import DownloadError, HashMismatchError, InvalidInputError, OfflineError
+from . import _records, _transfer
+from ._files import cleanup_stale, filename_from_url, open_temp, publish
+from ._http import TransferOptions
+from ._records import sha256_of
+from .errors import DownloadError, HashMismatchError, OfflineError
+from .loading import converted_path
 from .registry import get_weights, hash_prefix_of
 
 __all__ = [
+    "TransferOptions",
     "download",
     "download_url",
     "get_cache_dir",
     "hash_prefix_of",
     "is_offline",
+    "remove_cached",
     "resolve_url",
     "sha256_of",
+    "verify_cached",
 ]
 
 log = logging.getLogger(__name__)
-
-_CHUNK = 1 << 20
-_TIMEOUT = (10.0, 60.0)  # connect, read (seconds)
 
 
 def get_cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
@@ -72,44 +79,12 @@ def download(
 ) -> Path:
     """The verified cached file of a registered model name or an http(s) URL, fetched if needed."""
     return download_url(
-        resolve_url(name_or_url), progress=progress, check_hash=check_hash, cache_dir=cache_dir
+        resolve_url(name_or_url),
+        progress=progress,
+        check_hash=check_hash,
+        cache_dir=cache_dir,
+        label=name_or_url,
     )
-
-
-def _filename_from_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"}:
-        msg = f"Unsupported URL {url!r}: only http:// and https:// URLs can be downloaded."
-        raise InvalidInputError(msg)
-    name = os.path.basename(parts.path)
-    # A name from a URL must never leave the cache folder or be a hidden/special entry.
-    if not name or name in {".", ".."} or name.startswith(".") or "\\" in name:
-        msg = f"Cannot derive a file name from URL {url!r}: it must end in a file name."
-        raise InvalidInputError(msg)
-    return name
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in large chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK * 8):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _check_cached(path: Path, url: str, expected: str | None) -> bool:
-    """True if ``path`` exists and matches its hash prefix (a bad file is removed)."""
-    if not path.is_file():
-        return False
-    if expected is None:
-        return True
-    actual = sha256_of(path)
-    if actual.startswith(expected):
-        return True
-    log.warning("Cached %s has sha256 %s, expected %s...: removing it", path, actual, expected)
-    path.unlink(missing_ok=True)
-    return False
 
 
 def download_url(
@@ -118,74 +93,148 @@ def download_url(
     progress: bool = True,
     check_hash: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
+    options: TransferOptions | None = None,
+    label: str | None = None,
 ) -> Path:
-    """Download ``url`` into the cache unless a verified copy is there; return its path."""
-    filename = _filename_from_url(url)
+    """Download ``url`` into the cache unless a verified copy is there; return its path.
+
+    ``options`` tunes timeouts, retries and parallel parts (default: from the environment);
+    ``label`` is what error messages tell the user to pre-fetch (a model name or the URL).
+    """
+    filename = filename_from_url(url)
     folder = get_cache_dir(cache_dir)
     target = folder / filename
     expected = hash_prefix_of(filename) if check_hash else None
-    if _check_cached(target, url, expected):
+    if verify_cached(target, expected, repair=not is_offline()):
         return target
     if is_offline():
         msg = (
-            f"{filename} is not in the cache {folder} and WSL_IMAGES_OFFLINE=1 forbids "
-            f"downloading it from {url}. Pre-fetch it on a machine with network access "
-            f"(`wsl-images download NAME`, then copy {filename} into {folder}), or unset "
-            "WSL_IMAGES_OFFLINE / set WSL_IMAGES_MIRROR to an internal mirror."
+            f"{filename} is not in the cache {str(folder)!r} and WSL_IMAGES_OFFLINE=1 forbids "
+            f"downloading it from {url!r}. Pre-fetch it where there is a network with "
+            f"`wsl-images download {label or url}` (then copy {filename} into {folder}), or "
+            "unset WSL_IMAGES_OFFLINE (WSL_IMAGES_MIRROR can point at an internal mirror)."
         )
         raise OfflineError(msg)
-    folder.mkdir(parents=True, exist_ok=True)
-    _fetch(url, target, expected, progress)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        msg = f"Cannot create the cache folder {str(folder)!r} ({exc}): set WSL_IMAGES_CACHE."
+        raise DownloadError(msg) from exc
+    with _file_lock(target):
+        # Another process may have published the file while we waited for the lock.
+        if verify_cached(target, expected, repair=True):
+            return target
+        cleanup_stale(folder)
+        _fetch_into_cache(url, target, expected, progress, options or TransferOptions.from_env())
     return target
 
 
-def _fetch(url: str, target: Path, expected: str | None, progress: bool) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            _stream(url, out, digest, progress and sys.stderr.isatty(), target.name)
-            out.flush()
-            os.fsync(out.fileno())
-        actual = digest.hexdigest()
-        if expected is not None and not actual.startswith(expected):
-            msg = (
-                f"SHA256 of the file downloaded from {url} does not match its name: expected "
-                f"{expected}... but got {actual}. The download was deleted. The file may have "
-                "been corrupted in transit or replaced at the source (a mirror with a stale "
-                "copy?): try again, or check the URL."
-            )
-            raise HashMismatchError(msg)
-        if expected is None:
-            log.warning("%s has no sha256 prefix in its name: downloaded unverified", target.name)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+def verify_cached(target: Path, expected: str | None, *, repair: bool) -> bool:
+    """True if ``target`` is there and matches ``expected``, hashing it only if no record holds.
 
-
-def _stream(url: str, out: object, digest: hashlib._Hash, show: bool, label: str) -> None:
-    try:
-        with requests.get(
-            url, stream=True, timeout=_TIMEOUT, headers={"Accept-Encoding": "identity"}
-        ) as resp:
-            if resp.status_code != 200:
-                msg = f"Download of {url} failed: HTTP {resp.status_code} {resp.reason}."
-                raise DownloadError(msg)
-            total = int(resp.headers.get("Content-Length", 0)) or None
-            received = 0
-            with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=not show) as bar:
-                for chunk in resp.iter_content(_CHUNK):
-                    out.write(chunk)  # type: ignore[attr-defined]
-                    digest.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-            if total is not None and received != total:
-                msg = f"Download of {url} ended after {received} of {total} bytes."
-                raise DownloadError(msg)
-    except requests.RequestException as exc:
+    A bad file is removed when ``repair`` (it will be downloaded again) and reported otherwise.
+    """
+    if not target.is_file():
+        return False
+    sha = _records.recorded_sha256(target)
+    if sha is None:
+        log.info("Verifying %s (sha256 of the whole file, once)", target)
+        sha = sha256_of(target)
+        if expected is None or sha.startswith(expected):
+            _records.remember(target, sha)
+    if expected is None:
+        if hash_prefix_of(target.name) is None:
+            log.warning("%s has no sha256 prefix in its name: used unverified", target.name)
+        return True
+    if sha.startswith(expected):
+        return True
+    if not repair:
         msg = (
-            f"Could not download {url}: {exc}. Check the network, pre-fetch the file with "
-            "`wsl-images download NAME` where there is a network, or set WSL_IMAGES_MIRROR."
+            f"The cached file {str(target)!r} is corrupted: its sha256 is {sha}, but its name "
+            f"says {expected}.... It was not loaded. Delete it (`wsl-images cache clear "
+            f"{target.name}`) and download it again with network access (unset "
+            "WSL_IMAGES_OFFLINE)."
+        )
+        raise HashMismatchError(msg)
+    log.warning(
+        "Cached %s has sha256 %s, expected %s...: downloading it again", target, sha, expected
+    )
+    remove_cached(target)
+    return False
+
+
+def remove_cached(target: Path) -> None:
+    """Remove a cached file with its verification record and its converted safetensors copy."""
+    for path in (target, converted_path(target), _records.record_path(target)):
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def _file_lock(target: Path) -> Iterator[None]:
+    """Hold the per-file lock if the filesystem allows; go on without it if not."""
+    if os.environ.get("WSL_IMAGES_NO_LOCK", "").strip() in {"1", "true", "yes"}:
+        yield
+        return
+    lock_path = _records.meta_dir(target.parent) / f"{target.name}.lock"
+    lock = filelock.FileLock(lock_path)
+    try:
+        _records.meta_dir(target.parent, create=True)
+        if lock_path.is_symlink():  # filelock opens with O_TRUNC: never through a planted link
+            lock_path.unlink()
+        try:
+            lock.acquire(timeout=0.5)
+        except filelock.Timeout:
+            log.info("Waiting for another process downloading %s", target.name)
+            lock.acquire()
+    except OSError as exc:  # e.g. a filesystem without locks: only bandwidth suffers
+        log.warning("Could not lock %s (%s): downloading without the lock", target, exc)
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _fetch_into_cache(
+    url: str, target: Path, expected: str | None, progress: bool, opts: TransferOptions
+) -> None:
+    try:
+        fd, tmp = open_temp(target)
+    except OSError as exc:
+        msg = (
+            f"Cannot write to the cache folder {str(target.parent)!r} ({exc}). Point "
+            "WSL_IMAGES_CACHE at a writable folder (or pass cache_dir=)."
         )
         raise DownloadError(msg) from exc
+    show = progress and sys.stderr.isatty()
+    try:
+        with tqdm(
+            unit="B", unit_scale=True, unit_divisor=1024, desc=target.name, disable=not show
+        ) as bar:
+            actual = _transfer.fetch(url, fd, opts, bar)
+        if expected is not None and not actual.startswith(expected):
+            msg = (
+                f"SHA256 of the file downloaded from {url!r} does not match its name: expected "
+                f"{expected}... but got {actual}. The download was deleted. The file may have "
+                "been corrupted in transit, or the server (a mirror?) holds another file under "
+                "this name: try again, or check the URL / WSL_IMAGES_MIRROR."
+            )
+            raise HashMismatchError(msg)
+        publish(fd, tmp, target)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or isinstance(exc, DownloadError):
+            raise
+        msg = (
+            f"No space left in {str(target.parent)!r} for {target.name} ({exc}). The partial "
+            "download was removed and the cache is unchanged. Free some space, or point "
+            "WSL_IMAGES_CACHE at a larger disk."
+        )
+        raise DownloadError(msg) from exc
+    finally:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+    converted_path(target).unlink(missing_ok=True)  # a copy of an older file of this name
+    _records.remember(target, actual)
+    if expected is None:
+        log.warning("%s has no sha256 prefix in its name: downloaded unverified", target.name)

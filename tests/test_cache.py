@@ -1,0 +1,443 @@
+"""The download cache against a fault-injecting loopback server: every outcome asserted."""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from faultserver import Faults, FaultServer
+
+from wsl_images import _files, _http, _records, _stream, cache
+from wsl_images._http import TransferOptions
+from wsl_images.errors import DownloadError, HashMismatchError, InvalidInputError, OfflineError
+
+PART = 256 << 10
+OPTS = TransferOptions(
+    connect_timeout=2,
+    read_timeout=2,
+    retries=3,
+    backoff=0.01,
+    backoff_max=0.05,
+    stall_timeout=0.3,
+    min_rate=200_000,
+    parts=4,
+    part_size=PART,
+)
+SIZE = 5 * PART + 1234  # six pieces, the last one short
+
+
+@pytest.fixture(scope="module")
+def blob(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = os.urandom(SIZE)
+    path = tmp_path_factory.mktemp("blob") / f"blob-{hashlib.sha256(data).hexdigest()[:8]}.bin"
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def server(blob: Path) -> Iterator[FaultServer]:
+    with FaultServer({blob.name: blob, "nohash.bin": blob}) as srv:
+        yield srv
+
+
+def _get(server: FaultServer, name: str, **kwargs: object) -> Path:
+    return cache.download_url(f"{server.url}/{name}", progress=False, options=OPTS, **kwargs)  # type: ignore[arg-type]
+
+
+def _assert_clean(folder: Path, blob: Path | None = None) -> None:
+    """No temp file left; the cached file (if expected) is byte-identical to the served one."""
+    assert list(folder.glob(".*.part")) == []
+    if blob is not None:
+        assert (folder / blob.name).read_bytes() == blob.read_bytes()
+
+
+def test_parallel_parts_fetch_each_byte_once(
+    server: FaultServer, blob: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _get(server, blob.name) == isolated_cache / blob.name
+    _assert_clean(isolated_cache, blob)
+    assert server.bytes_sent[blob.name] == SIZE
+    assert server.requests[blob.name] == 6  # one Range request per piece
+    assert server.ranges[0] == f"bytes=0-{PART - 1}"
+    # A verified file costs a stat from then on: no request, no hashing.
+    monkeypatch.setattr(cache, "sha256_of", lambda p: pytest.fail("re-hashed"))
+    assert _get(server, blob.name) == isolated_cache / blob.name
+    assert server.requests[blob.name] == 6
+
+
+def test_dropped_connection_resumes_keeping_received_bytes(
+    server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    server.faults[blob.name] = Faults(drop_at=SIZE // 2)
+    _get(server, blob.name)
+    _assert_clean(isolated_cache, blob)
+    assert server.bytes_sent[blob.name] == SIZE
+    assert server.requests[blob.name] == 7
+    assert f"bytes={SIZE // 2}-{3 * PART - 1}" in server.ranges
+
+
+def test_server_ignoring_range_restarts_cleanly(
+    server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    server.faults[blob.name] = Faults(ignore_range=True, drop_at=SIZE // 2)
+    _get(server, blob.name)
+    _assert_clean(isolated_cache, blob)
+    assert server.requests[blob.name] == 2
+    assert server.bytes_sent[blob.name] == SIZE // 2 + SIZE
+    assert server.ranges[1] == f"bytes={SIZE // 2}-"  # asked to resume, got the whole file
+
+
+def test_single_stream_resumes_with_range(
+    server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    # The first answer ignores Range (one stream); the resume after the drop is honoured.
+    server.faults[blob.name] = Faults(ignore_range_first=1, drop_at=SIZE // 2)
+    _get(server, blob.name)
+    _assert_clean(isolated_cache, blob)
+    assert server.ranges[1] == f"bytes={SIZE // 2}-"
+    assert server.bytes_sent[blob.name] == SIZE
+    assert server.requests[blob.name] == 2
+
+
+def test_416_after_every_byte_arrived_means_done(
+    server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    # A chunked answer cut just before its end: all bytes are here, the resume gets 416.
+    server.faults[blob.name] = Faults(ignore_range_first=1, chunked_cut=True)
+    _get(server, blob.name)
+    _assert_clean(isolated_cache, blob)
+    assert server.ranges[1] == f"bytes={SIZE}-"
+    assert server.requests[blob.name] == 2 and server.bytes_sent[blob.name] == SIZE
+
+
+def test_silent_server_hits_the_read_timeout_and_resumes(
+    server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    server.faults[blob.name] = Faults(trickle_at=SIZE // 2, trickle_every=1.0)
+    opts = dataclasses.replace(OPTS, read_timeout=0.3, stall_timeout=60)
+    cache.download_url(f"{server.url}/{blob.name}", progress=False, options=opts)
+    _assert_clean(isolated_cache, blob)
+    assert server.requests[blob.name] == 7
+
+
+def test_connection_refused_is_retried_then_reported(isolated_cache: Path) -> None:
+    with FaultServer({}) as gone:
+        url = f"{gone.url}/blob-12345678.bin"
+    with pytest.raises(DownloadError, match=r"failed after 3 retries: connection failed"):
+        cache.download_url(url, progress=False, options=OPTS)
+    _assert_clean(isolated_cache)
+
+
+def test_a_file_torch_hub_fetched_is_reused_after_verification(
+    server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    isolated_cache.mkdir()
+    (isolated_cache / blob.name).write_bytes(blob.read_bytes())  # as torch.hub left it
+    assert _get(server, blob.name) == isolated_cache / blob.name
+    assert sum(server.requests.values()) == 0
+    assert (
+        _records.recorded_sha256(isolated_cache / blob.name)
+        == hashlib.sha256(blob.read_bytes()).hexdigest()
+    )
+
+
+def test_a_verified_file_is_rehashed_only_after_a_change(
+    server: FaultServer, blob: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _get(server, blob.name)
+    hashed: list[Path] = []
+    real = cache.sha256_of
+    monkeypatch.setattr(cache, "sha256_of", lambda p: hashed.append(p) or real(p))
+    _get(server, blob.name)
+    assert hashed == []
+    os.utime(path, ns=(1, 1))  # same bytes, new mtime: the record no longer vouches for it
+    _get(server, blob.name)
+    _get(server, blob.name)
+    assert hashed == [path]
+    assert server.requests[blob.name] == 6
+
+
+def test_retry_after_forms() -> None:
+    assert _http._retry_after("7") == 7.0
+    assert _http._retry_after("soon") is None
+    future = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 < (_http._retry_after(future) or 0) <= 30
+
+
+@pytest.mark.parametrize("status", [503, 429, 408])
+def test_transient_statuses_are_retried(
+    status: int, server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    # Retry-After of an hour: capped by backoff_max, or this test would hang.
+    server.faults[blob.name] = Faults(fail_first=2, fail_status=status, retry_after="3600")
+    _get(server, blob.name)
+    _assert_clean(isolated_cache, blob)
+    assert server.requests[blob.name] == 6 + 2
+    assert server.bytes_sent[blob.name] == SIZE
+
+
+def test_persistent_503_gives_up_with_a_clear_message(
+    server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    server.faults[blob.name] = Faults(fail_first=100)
+    with pytest.raises(DownloadError, match=r"failed after 3 retries: HTTP 503.*WSL_IMAGES_MIRROR"):
+        _get(server, blob.name)
+    assert server.requests[blob.name] == 4
+    assert not (isolated_cache / blob.name).exists()
+    _assert_clean(isolated_cache)
+
+
+def test_other_4xx_fails_at_once(server: FaultServer, blob: Path, isolated_cache: Path) -> None:
+    server.faults[blob.name] = Faults(status=403)
+    with pytest.raises(DownloadError, match=r"HTTP 403 Forbidden: access was refused"):
+        _get(server, blob.name)
+    with pytest.raises(DownloadError, match=r"HTTP 404 .*no file at this URL"):
+        _get(server, "missing-12345678.bin")
+    assert server.requests[blob.name] == 1 and server.requests["missing-12345678.bin"] == 1
+    _assert_clean(isolated_cache)
+
+
+def test_flipped_byte_deletes_the_download(
+    server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    server.faults[blob.name] = Faults(flip_at=SIZE - 10)
+    url = f"{server.url}/{blob.name}"
+    prefix = blob.name[5:13]
+    with pytest.raises(HashMismatchError) as info:
+        _get(server, blob.name)
+    text = str(info.value)
+    assert url in text and f"expected {prefix}..." in text and "deleted" in text
+    actual = text.split("but got ")[1][:64]
+    assert actual == hashlib.sha256(_flipped(blob, SIZE - 10)).hexdigest()
+    assert not (isolated_cache / blob.name).exists()
+    _assert_clean(isolated_cache)
+
+
+def _flipped(blob: Path, at: int) -> bytes:
+    data = bytearray(blob.read_bytes())
+    data[at] ^= 0xFF
+    return bytes(data)
+
+
+def test_body_shorter_than_announced_is_caught(
+    server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    server.faults[blob.name] = Faults(ignore_range=True, length_delta=100)
+    with pytest.raises(
+        DownloadError, match=rf"body shorter than announced: {SIZE} of {SIZE + 100}"
+    ):
+        _get(server, blob.name)
+    assert server.requests[blob.name] == 4
+    assert not (isolated_cache / blob.name).exists()
+    _assert_clean(isolated_cache)
+
+
+def test_body_longer_than_announced_fails_the_hash(
+    server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    server.faults[blob.name] = Faults(ignore_range=True, length_delta=-100)
+    with pytest.raises(HashMismatchError, match="does not match its name"):
+        _get(server, blob.name)
+    _assert_clean(isolated_cache)
+
+
+def test_mismatched_content_range_is_retried(
+    server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    server.faults[blob.name] = Faults(length_delta=7)  # 206 whose length contradicts its range
+    with pytest.raises(DownloadError, match=r"answered Content-Range bytes 0-\d+/\d+, length"):
+        _get(server, blob.name)
+    _assert_clean(isolated_cache)
+
+
+def test_stall_watchdog_reconnects_a_trickling_connection(
+    server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    server.faults[blob.name] = Faults(trickle_at=SIZE // 2, trickle_every=0.05)
+    _get(server, blob.name)
+    _assert_clean(isolated_cache, blob)
+    assert server.requests[blob.name] == 7  # the trickling piece was resumed on a new connection
+    assert server.bytes_sent[blob.name] < SIZE + 100
+
+
+def test_no_hash_in_name_is_reported_unverified(
+    server: FaultServer, isolated_cache: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        path = _get(server, "nohash.bin")
+    assert path.stat().st_size == SIZE
+    assert "nohash.bin has no sha256 prefix in its name: downloaded unverified" in caplog.text
+
+
+def test_corrupted_cached_file_is_downloaded_again(
+    server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    _get(server, blob.name)
+    cached = isolated_cache / blob.name
+    cached.write_bytes(_flipped(blob, 0))  # a changed file: its record no longer holds
+    _get(server, blob.name)
+    _assert_clean(isolated_cache, blob)
+    assert server.bytes_sent[blob.name] == 2 * SIZE
+
+
+def test_offline_never_connects(
+    server: FaultServer, blob: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WSL_IMAGES_OFFLINE", "1")
+    with pytest.raises(
+        OfflineError, match=rf"{blob.name} is not in the cache.*`wsl-images download"
+    ):
+        _get(server, blob.name)
+    with pytest.raises(OfflineError, match=r"`wsl-images download resnet18_ssl`"):
+        cache.download("resnet18_ssl", progress=False)
+    assert sum(server.requests.values()) == 0
+    monkeypatch.delenv("WSL_IMAGES_OFFLINE")
+    _get(server, blob.name)
+    monkeypatch.setenv("WSL_IMAGES_OFFLINE", "1")
+    assert _get(server, blob.name).read_bytes() == blob.read_bytes()  # verified file loads
+    (isolated_cache / blob.name).write_bytes(_flipped(blob, 5))
+    with pytest.raises(HashMismatchError, match=r"is corrupted: its sha256 is [0-9a-f]{64}"):
+        _get(server, blob.name)
+    assert (isolated_cache / blob.name).exists()  # reported, not silently deleted offline
+    assert server.requests[blob.name] == 6
+
+
+def test_planted_symlink_is_replaced_not_written_through(
+    server: FaultServer, blob: Path, isolated_cache: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me")
+    isolated_cache.mkdir()
+    (isolated_cache / blob.name).symlink_to(outside)
+    # Our bookkeeping folder and a lock file planted as links too (filelock truncates).
+    (isolated_cache / ".wsl-images").symlink_to(tmp_path, target_is_directory=True)
+    _get(server, blob.name)
+    assert outside.read_text() == "keep me"
+    assert not (isolated_cache / blob.name).is_symlink()
+    assert not (isolated_cache / ".wsl-images").is_symlink()
+    _assert_clean(isolated_cache, blob)
+    cache.remove_cached(isolated_cache / blob.name)
+    lock = isolated_cache / ".wsl-images" / f"{blob.name}.lock"
+    lock.unlink()
+    lock.symlink_to(outside)
+    _get(server, blob.name)
+    assert outside.read_text() == "keep me"
+    _assert_clean(isolated_cache, blob)
+
+
+def test_unwritable_cache_folder_is_a_clear_error(
+    server: FaultServer, blob: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(DownloadError, match=r"Cannot create the cache folder .*WSL_IMAGES_CACHE"):
+        _get(server, blob.name, cache_dir=blocker / "cache")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/x-12345678.pth",
+        "file:///etc/passwd",
+        "http://127.0.0.1/a/..%2F..%2Fescape.pth",
+        "http://127.0.0.1/a/..",
+        "http://127.0.0.1/dir/",
+    ],
+)
+def test_urls_that_cannot_name_a_cache_file_are_refused(url: str) -> None:
+    with pytest.raises(InvalidInputError, match="URL"):
+        cache.download_url(url, progress=False)
+
+
+def test_stale_temp_files_of_dead_processes_are_removed(
+    server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    isolated_cache.mkdir()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        host = _files._host()
+        stale = isolated_cache / f".{blob.name}~{host}~{int(dead.stdout)}~ab12.part"
+        live = isolated_cache / f".{blob.name}~{host}~{alive.pid}~cd34.part"
+        converting = isolated_cache / f".{blob.name}.safetensors.x1y2z3.part"  # loading's
+        for path in (stale, live, converting):
+            path.write_bytes(b"partial")
+        _get(server, blob.name)
+        assert not stale.exists() and live.exists() and converting.exists()
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_disk_full_leaves_the_cache_as_it_was(
+    server: FaultServer, blob: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    isolated_cache.mkdir()
+    (isolated_cache / "other.pth").write_bytes(b"x")
+
+    def full(fd: int, data: bytes, offset: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_stream, "pwrite_all", full)
+    with pytest.raises(DownloadError, match=r"No space left in .*partial download was removed"):
+        _get(server, blob.name)
+    assert sorted(p.name for p in isolated_cache.iterdir()) == [".wsl-images", "other.pth"]
+
+
+def test_free_space_is_checked_before_downloading(
+    server: FaultServer, blob: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Tiny:
+        f_bavail, f_frsize = 10, 1
+
+    monkeypatch.setattr(_stream.os, "fstatvfs", lambda fd: Tiny())
+    with pytest.raises(DownloadError, match=rf"No space left .*{SIZE} bytes needed, 10 free"):
+        _get(server, blob.name)
+    assert server.bytes_sent[blob.name] <= PART  # only the first piece's response was opened
+    assert not (isolated_cache / blob.name).exists()
+    _assert_clean(isolated_cache)
+
+
+def test_one_progress_bar_right_after_resume(
+    server: FaultServer,
+    blob: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server.faults[blob.name] = Faults(drop_at=SIZE // 3)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    cache.download_url(f"{server.url}/{blob.name}", progress=True, options=OPTS)
+    err = capsys.readouterr().err
+    final = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert final.startswith(blob.name) and "100%" in final and "1.25M/1.25M" in final
+
+
+def test_progress_is_silent_without_a_terminal(
+    server: FaultServer, blob: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache.download_url(f"{server.url}/{blob.name}", progress=True, options=OPTS)
+    assert capsys.readouterr().err == ""
+
+
+def test_transfer_options_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {"TIMEOUT": "3", "RETRIES": "2", "BACKOFF": "0.5", "STALL": "9"}.items():
+        monkeypatch.setenv(f"WSL_IMAGES_{key}", value)
+    monkeypatch.setenv("WSL_IMAGES_PARTS", "0")
+    monkeypatch.setenv("WSL_IMAGES_PART_SIZE", "0.5")
+    opts = TransferOptions.from_env()
+    assert (opts.connect_timeout, opts.read_timeout, opts.retries) == (3.0, 3.0, 2)
+    assert (opts.backoff, opts.stall_timeout, opts.parts, opts.part_size) == (0.5, 9.0, 1, 1 << 19)
