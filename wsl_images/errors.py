@@ -10,6 +10,7 @@ the builtin that fits, so ``except ValueError`` keeps working for callers who kn
     │   ├── HashMismatchError                 the file's sha256 does not match its name
     │   └── OfflineError                      a file is needed but WSL_IMAGES_OFFLINE=1
     └── InvalidInputError (ValueError)        an argument or image that cannot be used
+        └── ImageDecodeError                  an image file that cannot be decoded
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = [
     "CheckpointError",
     "DownloadError",
     "HashMismatchError",
+    "ImageDecodeError",
     "InvalidInputError",
     "OfflineError",
     "UnknownModelError",
@@ -51,3 +53,7 @@ class OfflineError(DownloadError):
 
 class InvalidInputError(WslImagesError, ValueError):
     """An argument or an input image that cannot be used."""
+
+
+class ImageDecodeError(InvalidInputError):
+    """An image file that is empty, truncated, unreadable, not an image or a decompression bomb."""
