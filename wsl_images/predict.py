@@ -78,6 +78,12 @@ def pooled_features(model: ResNet, x: torch.Tensor) -> torch.Tensor:
 class Classifier:
     """A pretrained model with its preprocessing, ready to label or embed images.
 
+    ``checkpoint_path``: a local file or URL loaded instead of the registered weights.
+    ``device``: None/"auto" (CUDA when present), "cpu", "cuda:1"... ``batch_size``: images per
+    forward. ``workers``: DataLoader processes that decode (None: 1 per 4 cores for a CPU model,
+    up to 8 for a GPU; 0: decode in this process). ``dtype``: "bfloat16"/"float16" run the
+    forward under autocast (for GPUs). ``progress``: download and tqdm bars (on a TTY only).
+
     >>> clf = Classifier("resnet50_swsl")
     >>> clf.predict(["cat.jpg"], top_k=3)[0].labels
     """
@@ -91,7 +97,7 @@ class Classifier:
         batch_size: int = 32,
         workers: int | None = None,
         dtype: str | torch.dtype | None = None,
-        progress: bool = False,
+        progress: bool = True,
     ) -> None:
         if batch_size < 1:
             msg = f"batch_size must be at least 1, got {batch_size!r}."
