@@ -4,7 +4,7 @@
 
 Generates photo-sized JPEGs (500x375, textured so that decoding costs what it costs on photos)
 and a ResNet-50 checkpoint with random weights under benchmarks/.work/ (no network), then times,
-in interleaved rounds (this machine is noisy; the best round of each counts):
+in interleaved rounds (this machine is noisy: best and median round of each are shown):
 
 - seed loop: the seeds' example per image: PIL open, torchvision Resize/CenterCrop/ToTensor/
   Normalize, one image per forward, in the main thread, under torch.no_grad;
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -132,20 +133,27 @@ def main() -> None:
     paths = make_images(folder, args.images)
     checkpoint = make_checkpoint()
     print(f"{len(paths)} JPEGs 500x375, {MODEL} architecture, {torch.get_num_threads()} threads")
-    best = {"seed loop": 0.0, "ceiling": 0.0, "classify": 0.0}
+    ceiling(args.batch_size, args.batch_size, checkpoint)  # process warm-up (oneDNN, allocator)
+    runs: dict[str, list[float]] = {"seed loop": [], "ceiling": [], "classify": []}
     for r in range(args.rounds):
-        rates = {
-            "seed loop": seed_loop(paths, checkpoint),
-            "ceiling": ceiling(len(paths), args.batch_size, checkpoint),
-            "classify": classify(folder, len(paths), args, checkpoint),
+        timers = {
+            "seed loop": lambda: seed_loop(paths, checkpoint),
+            "ceiling": lambda: ceiling(len(paths), args.batch_size, checkpoint),
+            "classify": lambda: classify(folder, len(paths), args, checkpoint),
         }
+        names = list(timers)
+        names = names[r % 3 :] + names[: r % 3]  # rotate, so no method always runs first
+        rates = {name: timers[name]() for name in names}
         print(f"round {r + 1}: " + ", ".join(f"{k} {v:.2f} img/s" for k, v in rates.items()))
-        best = {k: max(best[k], rates[k]) for k in best}
-    print("best: " + ", ".join(f"{k} {v:.2f} img/s" for k, v in best.items()))
-    print(
-        f"classify = {best['classify'] / best['ceiling']:.2f}x the ceiling, "
-        f"{best['classify'] / best['seed loop']:.2f}x the seed loop"
-    )
+        for k, v in rates.items():
+            runs[k].append(v)
+    for label, pick in (("best", max), ("median", statistics.median)):
+        got = {k: pick(v) for k, v in runs.items()}
+        print(
+            f"{label}: " + ", ".join(f"{k} {v:.2f} img/s" for k, v in got.items()) + "; "
+            f"classify = {got['classify'] / got['ceiling']:.2f}x the ceiling, "
+            f"{got['classify'] / got['seed loop']:.2f}x the seed loop"
+        )
 
 
 if __name__ == "__main__":
