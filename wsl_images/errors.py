@@ -12,6 +12,7 @@ the builtin that fits, so ``except ValueError`` keeps working for callers who kn
     ├── ExportError (RuntimeError)            an exported model that does not match PyTorch
     ├── MissingDependencyError (ImportError)  an optional extra (e.g. [onnx]) is not installed
     └── InvalidInputError (ValueError)        an argument or image that cannot be used
+        └── ImageDecodeError                  an image file that cannot be decoded
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "DownloadError",
     "ExportError",
     "HashMismatchError",
+    "ImageDecodeError",
     "InvalidInputError",
     "MissingDependencyError",
     "OfflineError",
@@ -63,3 +65,7 @@ class ExportError(WslImagesError, RuntimeError):
 
 class MissingDependencyError(WslImagesError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class ImageDecodeError(InvalidInputError):
+    """An image file that is empty, truncated, unreadable, not an image or a decompression bomb."""

@@ -1,28 +1,46 @@
-"""Batched inference: ImageNet labels (``Classifier.predict``) and pooled features (``embed``)."""
+"""Batched inference: ImageNet labels (``Classifier.predict``) and pooled features (``embed``).
+
+One forward pass per batch gives both the pooled features and the class scores. Batches come
+from :mod:`wsl_images.pipeline` (DataLoader workers decode while the model runs) and results go
+out in input order as soon as their batch is done; under torch.distributed the batches are
+sharded across ranks and merged on rank 0 (:mod:`wsl_images.distributed`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Union
+from typing import Generic, TypeVar, cast
 
 import torch
-from PIL import Image, ImageOps
-from torch import nn
+from torchvision.models import ResNet
+from tqdm.auto import tqdm
 
-from .errors import InvalidInputError
+from .distributed import Context, resolve_device
+from .errors import ImageDecodeError, InvalidInputError
+from .images import expand_paths, load_image
 from .models import get_model
+from .pipeline import ImageInput, default_workers, make_loader, split_transforms
 from .registry import get_weights
 
-__all__ = ["DEFAULT_MODEL", "Classifier", "ImageInput", "Prediction", "load_image"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "Classifier",
+    "ImageInput",
+    "Outcome",
+    "Prediction",
+    "expand_paths",
+    "load_image",
+]
 
 # 82.2 top-1 at 4 GFLOPs and 25M parameters (100 MB): the best accuracy per unit of compute in
 # the zoo, fast enough for a laptop CPU. The README explains the choice.
 DEFAULT_MODEL = "resnext50_32x4d_swsl"
-
-ImageInput = Union[str, "os.PathLike[str]", Image.Image, torch.Tensor]
+_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+T = TypeVar("T")
+_Rows = Sequence["Prediction | torch.Tensor"]
 
 
 @dataclass(frozen=True)
@@ -40,19 +58,31 @@ class Prediction:
         ]
 
 
-def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open an image file as RGB, honouring its EXIF orientation."""
-    with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img)
-        return img.convert("RGB")
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """The result for input ``index``: ``value``, or ``error`` saying why there is none."""
+
+    index: int
+    value: T | None
+    error: str | None = None
 
 
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def pooled_features(model: ResNet, x: torch.Tensor) -> torch.Tensor:
+    """torchvision ResNet's forward up to and including the global average pool."""
+    m = model
+    x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+    x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
+    return torch.flatten(m.avgpool(x), 1)
 
 
 class Classifier:
     """A pretrained model with its preprocessing, ready to label or embed images.
+
+    ``checkpoint_path``: a local file or URL loaded instead of the registered weights.
+    ``device``: None/"auto" (CUDA when present), "cpu", "cuda:1"... ``batch_size``: images per
+    forward. ``workers``: DataLoader processes that decode (None: 1 per 4 cores for a CPU model,
+    up to 8 for a GPU; 0: decode in this process). ``dtype``: "bfloat16"/"float16" run the
+    forward under autocast (for GPUs). ``progress``: download and tqdm bars (on a TTY only).
 
     >>> clf = Classifier("resnet50_swsl")
     >>> clf.predict(["cat.jpg"], top_k=3)[0].labels
@@ -65,79 +95,156 @@ class Classifier:
         checkpoint_path: str | os.PathLike[str] | None = None,
         device: str | torch.device | None = None,
         batch_size: int = 32,
+        workers: int | None = None,
+        dtype: str | torch.dtype | None = None,
         progress: bool = True,
     ) -> None:
         if batch_size < 1:
             msg = f"batch_size must be at least 1, got {batch_size!r}."
             raise InvalidInputError(msg)
+        if workers is not None and workers < 0:
+            msg = f"workers must be 0 (decode in this process) or more, got {workers!r}."
+            raise InvalidInputError(msg)
         self.name = name
         self.weights = get_weights(name)
-        self.device = torch.device(device) if device is not None else _default_device()
+        self.device = resolve_device(device)
         self.batch_size = batch_size
+        self.workers = default_workers(self.device) if workers is None else workers
+        self.autocast_dtype = _dtype(dtype)
+        self.progress = progress
         self.categories: list[str] = self.weights.meta["categories"]
-        self.transform = self.weights.transforms()
+        self.geometry, self.normalize = split_transforms(self.weights.transforms())
         model = get_model(name, checkpoint_path=checkpoint_path, progress=progress)
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
 
-    def _prepare(self, image: ImageInput) -> torch.Tensor:
-        if isinstance(image, (str, os.PathLike)):
-            image = load_image(image)
-        elif isinstance(image, torch.Tensor) and (image.ndim != 3 or image.shape[0] not in (1, 3)):
-            msg = f"Tensor images must be CHW with 1 or 3 channels, got shape {tuple(image.shape)}."
-            raise InvalidInputError(msg)
-        elif isinstance(image, torch.Tensor) and image.shape[0] == 1:
-            image = image.expand(3, -1, -1)
-        elif isinstance(image, Image.Image):
-            image = image.convert("RGB")
-        tensor: torch.Tensor = self.transform(image)
-        return tensor
-
-    def _batches(self, images: Sequence[ImageInput]) -> Iterable[torch.Tensor]:
-        for start in range(0, len(images), self.batch_size):
-            chunk = [self._prepare(im) for im in images[start : start + self.batch_size]]
-            yield torch.stack(chunk).to(self.device, memory_format=torch.channels_last)
-
-    @torch.inference_mode()
-    def logits(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """Raw class scores, one row per image."""
-        outs = [self.model(batch).float().cpu() for batch in self._batches(images)]
-        return torch.cat(outs) if outs else torch.empty(0, len(self.categories))
-
     def predict(self, images: Sequence[ImageInput], top_k: int = 5) -> list[Prediction]:
-        """Top-``top_k`` labels, class indices and probabilities for each image, in order."""
-        if not 1 <= top_k <= len(self.categories):
+        """Top-``top_k`` labels, class indices and probabilities for each image, in order.
+
+        Raises ``ImageDecodeError`` naming every input that could not be read; use
+        :meth:`stream` to get the other results as well.
+        """
+        return cast(list[Prediction], _collect(self.stream(images, top_k=top_k), images))
+
+    def embed(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        """Pooled features (the input of ``fc``, float32), one row per image."""
+        rows = cast(list[torch.Tensor], _collect(self.stream(images, top_k=None), images))
+        width = self.weights.arch.num_features
+        return torch.stack(rows) if rows else torch.empty(0, width)
+
+    def stream(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        top_k: int | None = 5,
+        context: Context | None = None,
+    ) -> Iterator[Outcome[Prediction | torch.Tensor]]:
+        """One :class:`Outcome` per input, in input order, as soon as its batch is done.
+
+        ``top_k=None`` gives feature rows instead of predictions. A failed input gives an
+        Outcome with ``error`` and the run goes on. Under torch.distributed (``context``),
+        each rank processes its share and rank 0 yields every outcome.
+        """
+        if top_k is not None and not 1 <= top_k <= len(self.categories):
             msg = f"top_k must be between 1 and {len(self.categories)}, got {top_k!r}."
             raise InvalidInputError(msg)
-        probs = self.logits(images).softmax(dim=1)
-        values, indices = probs.topk(top_k, dim=1)
-        return [
-            Prediction([self.categories[i] for i in idx.tolist()], idx.tolist(), val.tolist())
-            for val, idx in zip(values, indices, strict=True)
+        return self._stream(images, top_k, context or Context())
+
+    def _stream(
+        self, images: Sequence[ImageInput], top_k: int | None, ctx: Context
+    ) -> Iterator[Outcome[Prediction | torch.Tensor]]:
+        count = -(-len(images) // self.batch_size)
+        order = [
+            i
+            for b in ctx.batches(count)
+            for i in range(b * self.batch_size, min(len(images), (b + 1) * self.batch_size))
         ]
+        head = self._head(top_k)
+        local = self._run(images, order, head)
+        bar = tqdm(
+            total=len(images),
+            unit="img",
+            disable=None if self.progress and ctx.is_main else True,
+            dynamic_ncols=True,
+        )
+        with bar:
+            for outcomes in ctx.merge(local, count):
+                yield from outcomes
+                bar.update(len(outcomes))
+
+    def _head(self, top_k: int | None) -> Callable[[torch.Tensor], _Rows]:
+        if top_k is None:
+            # Clones: a row view would drag its whole batch along when pickled (gather_object).
+            return lambda feats: [row.clone() for row in feats.float().cpu()]
+        k = top_k
+
+        def classify(feats: torch.Tensor) -> list[Prediction]:
+            probs = self.model.fc(feats).float().softmax(dim=1)
+            values, indices = (t.cpu() for t in probs.topk(k, dim=1))
+            return [
+                Prediction([self.categories[i] for i in idx], idx, val)
+                for val, idx in zip(values.tolist(), indices.tolist(), strict=True)
+            ]
+
+        return classify
+
+    def _run(
+        self,
+        images: Sequence[ImageInput],
+        order: list[int],
+        head: Callable[[torch.Tensor], _Rows],
+    ) -> Iterator[list[Outcome[Prediction | torch.Tensor]]]:
+        loader = make_loader(
+            images,
+            order,
+            self.geometry,
+            batch_size=self.batch_size,
+            workers=min(self.workers, len(order)),
+            pin_memory=self.device.type == "cuda",
+        )
+        for batch in loader:
+            values = iter(self._forward(batch.images, head) if batch.images is not None else [])
+            yield [
+                Outcome(i, next(values), None) if err is None else Outcome(i, None, err)
+                for i, err in zip(batch.indices, batch.errors, strict=True)
+            ]
 
     @torch.inference_mode()
-    def embed(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """Pooled features (the input of ``fc``), one row per image."""
-        head, self.model.fc = self.model.fc, nn.Identity()
-        try:
-            outs = [self.model(batch).float().cpu() for batch in self._batches(images)]
-        finally:
-            self.model.fc = head
-        width = self.weights.arch.num_features
-        return torch.cat(outs) if outs else torch.empty(0, width)
+    def _forward(self, images: torch.Tensor, head: Callable[[torch.Tensor], _Rows]) -> _Rows:
+        x = images.to(self.device, non_blocking=True)
+        x = self.normalize(x).contiguous(memory_format=torch.channels_last)
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            feats = pooled_features(self.model, x).float()
+        return head(feats)
 
 
-def expand_paths(inputs: Iterable[str]) -> list[Path]:
-    """Files as given, folders expanded recursively to their image files (sorted)."""
-    Image.init()  # registers every format plugin, so the extension list is complete
-    exts = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
-    paths: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            paths.extend(
-                sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts)
-            )
-        else:
-            paths.append(p)
-    return paths
+def _collect(outcomes: Iterator[Outcome[T]], images: Sequence[ImageInput]) -> list[T]:
+    done = list(outcomes)
+    failed = [o for o in done if o.value is None]
+    if failed:
+        lines = "; ".join(f"{_describe(images[o.index], o.index)}: {o.error}" for o in failed[:5])
+        msg = (
+            f"{len(failed)} of {len(done)} images could not be used ({lines}). "
+            "Fix or drop them, or use Classifier.stream() to get the other results."
+        )
+        raise ImageDecodeError(msg)
+    return [o.value for o in done if o.value is not None]
+
+
+def _describe(image: ImageInput, index: int) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return repr(os.fspath(image))
+    return f"image {index} ({type(image).__name__})"
+
+
+def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return None if dtype == torch.float32 else dtype
+    if dtype not in _DTYPES:
+        msg = f"Unknown dtype {dtype!r}: use one of {', '.join(sorted(_DTYPES))}."
+        raise InvalidInputError(msg)
+    return _DTYPES[dtype]

@@ -1,63 +1,187 @@
-"""``classify``: label images with a pretrained model."""
+"""``classify`` and ``embed``: label images, or write their pooled features.
+
+Both run on :class:`wsl_images.Classifier`'s pipeline; under ``torchrun`` every rank runs the
+same command on its share of the batches and rank 0 writes the merged output.
+"""
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
-from typing import TextIO
+from typing import Any
 
-from ..predict import DEFAULT_MODEL, Classifier, Prediction, expand_paths
+import numpy as np
+
+from ..distributed import Context, init_from_env, shutdown
+from ..errors import InvalidInputError
+from ..images import expand_paths
+from ..predict import DEFAULT_MODEL, Classifier, Outcome
+from ._output import ClassifyWriter, EmbeddingWriter, atomic_path, check_output, open_output
 
 __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("classify", help="label images with ImageNet classes")
+    _common(p)
+    p.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
+    p.add_argument("--format", choices=("table", "jsonl", "csv"), default="table")
+    p.add_argument("--output", "-o", help="write here (atomically) instead of stdout")
+    p.set_defaults(func=_classify)
+
+    p = sub.add_parser("embed", help="pooled features (2048-d, 512-d for ResNet-18)")
+    _common(p)
+    p.add_argument(
+        "--format",
+        choices=("npy", "jsonl"),
+        help="npy: FILE.npy matrix (row i = input i, NaN rows for failed inputs) + FILE.jsonl "
+        "index; jsonl: one line per input with its embedding (default: npy when --output "
+        "ends in .npy, else jsonl)",
+    )
+    p.add_argument("--output", "-o", help="write here (atomically) instead of stdout")
+    p.set_defaults(func=_embed)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders, or - (stdin)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL})")
     p.add_argument("--checkpoint", help="local file or URL of a state dict to use instead")
-    p.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
-    p.add_argument("--format", choices=("table", "jsonl", "csv"), default="table")
-    p.add_argument("--output", "-o", help="write here instead of stdout")
-    p.set_defaults(func=_classify)
+    p.add_argument("--batch-size", type=_positive, default=32, help="images per forward (32)")
+    p.add_argument("--workers", type=_natural, help="decoding processes (default: auto)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="autocast dtype for the forward pass (bfloat16/float16: for GPUs)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
-def _inputs(items: list[str]) -> list[Path]:
+def _positive(text: str) -> int:
+    value = _natural(text)
+    if value < 1:
+        msg = f"must be at least 1, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _natural(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        msg = f"must be a whole number >= 0, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _inputs(items: list[str]) -> tuple[list[str], str | None]:
+    """The input paths in order, or the usage error that stops the run."""
     if "-" in items:
-        stdin_items = [line.strip() for line in sys.stdin if line.strip()]
-        items = [x for x in items if x != "-"] + stdin_items
-    return expand_paths(items)
+        stdin_items = [line.rstrip("\r\n") for line in sys.stdin]
+        items = [x for x in items if x != "-"] + [x for x in stdin_items if x.strip()]
+    paths = [str(p) for p in expand_paths(items)]
+    if not paths:
+        where = " ".join(map(repr, items)) or "stdin"
+        return [], f"No images found in {where}: give image files, folders or - (paths on stdin)."
+    return paths, None
+
+
+Body = Callable[[Context, Classifier, list[str]], int]
+
+
+def _run(args: argparse.Namespace, body: Body) -> int:
+    """Joins torch.distributed if launched by torchrun, runs ``body``; exit 1 if inputs failed."""
+    check_output(args.output)
+    ctx = init_from_env(args.device)
+    try:
+        # Rank 0 alone reads stdin and walks folders; a usage error there stops every rank.
+        paths, error = ctx.broadcast(_inputs(args.paths) if ctx.is_main else ([], None))
+        if error is not None:
+            raise InvalidInputError(error)
+        clf = ctx.once_per_node(lambda: _classifier(args, ctx))
+        failed = ctx.total(body(ctx, clf, paths))
+    finally:
+        shutdown(ctx)
+    if failed and ctx.is_main:
+        print(f"wsl-images {args.command}: {failed} of {len(paths)} inputs failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _classifier(args: argparse.Namespace, ctx: Context) -> Classifier:
+    return Classifier(
+        args.model,
+        checkpoint_path=args.checkpoint,
+        device=ctx.device(args.device),
+        batch_size=args.batch_size,
+        workers=args.workers,
+        dtype=args.dtype,
+        progress=not args.no_progress,
+    )
 
 
 def _classify(args: argparse.Namespace) -> int:
-    paths = _inputs(args.paths)
-    clf = Classifier(
-        args.model, checkpoint_path=args.checkpoint, device=args.device, batch_size=args.batch_size
-    )
-    results = clf.predict(paths, top_k=args.top_k)
-    sink = open(args.output, "w", encoding="utf-8") if args.output else nullcontext(sys.stdout)  # noqa: SIM115
-    with sink as out:
-        _write(out, args.format, paths, results)
+    def body(ctx: Context, clf: Classifier, paths: list[str]) -> int:
+        outcomes = clf.stream(paths, top_k=args.top_k, context=ctx)
+        if not ctx.is_main:
+            return _drain(outcomes)
+        failed = 0
+        with open_output(args.output) as out:
+            writer = ClassifyWriter(out, args.format)
+            for o in outcomes:
+                writer.write(paths[o.index], o)  # type: ignore[arg-type]
+                failed += o.error is not None
+                out.flush()  # results appear as they come, even through a pipe
+        return failed
+
+    return _run(args, body)
+
+
+def _embed(args: argparse.Namespace) -> int:
+    fmt = args.format or ("npy" if str(args.output or "").endswith(".npy") else "jsonl")
+    if fmt == "npy" and not str(args.output or "").endswith(".npy"):
+        msg = "--format npy needs --output FILE.npy (the index goes to FILE.jsonl beside it)."
+        raise InvalidInputError(msg)
+
+    def body(ctx: Context, clf: Classifier, paths: list[str]) -> int:
+        outcomes = clf.stream(paths, top_k=None, context=ctx)
+        if not ctx.is_main:
+            return _drain(outcomes)
+        with ExitStack() as stack:
+            matrix = None
+            if fmt == "npy":
+                index = str(Path(args.output).with_suffix(".jsonl"))
+                out = stack.enter_context(open_output(index))
+                tmp = stack.enter_context(atomic_path(args.output))
+                width = clf.weights.arch.num_features
+                matrix = np.lib.format.open_memmap(
+                    tmp, mode="w+", dtype=np.float32, shape=(len(paths), width)
+                )
+            else:
+                out = stack.enter_context(open_output(args.output))
+            writer = EmbeddingWriter(out, matrix)
+            failed = sum(_write_all(outcomes, paths, writer))
+            if matrix is not None:
+                matrix.flush()
+            del writer, matrix  # unmap before the rename
+        return failed
+
+    return _run(args, body)
+
+
+def _write_all(outcomes: Iterator[Outcome[Any]], paths: list[str], writer: Any) -> Iterator[int]:
+    for o in outcomes:
+        writer.write(paths[o.index], o)
+        yield o.error is not None
+
+
+def _drain(outcomes: Iterator[Outcome[Any]]) -> int:
+    # Ranks other than 0 yield nothing, but iterating drives their share and the collectives.
+    for _ in outcomes:
+        pass
     return 0
-
-
-def _write(out: TextIO, fmt: str, paths: list[Path], results: list[Prediction]) -> None:
-    writer = csv.writer(out) if fmt == "csv" else None
-    if writer:
-        writer.writerow(["path", "rank", "label", "index", "probability"])
-    for path, pred in zip(paths, results, strict=True):
-        if fmt == "jsonl":
-            out.write(json.dumps({"path": str(path), "predictions": pred.as_dicts()}) + "\n")
-        elif writer:
-            for rank, d in enumerate(pred.as_dicts(), 1):
-                writer.writerow([path, rank, d["label"], d["index"], f"{d['probability']:.6f}"])
-        else:
-            out.write(f"{path}\n")
-            for d in pred.as_dicts():
-                out.write(f"  {d['probability']:7.2%}  {d['label']} ({d['index']})\n")

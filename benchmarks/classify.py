@@ -1,0 +1,160 @@
+"""Images/s of ``wsl-images classify`` against the seeds' loop and the model alone, in one run.
+
+    python benchmarks/classify.py [--images 200] [--rounds 2] [--batch-size 32] [--workers N]
+
+Generates photo-sized JPEGs (500x375, textured so that decoding costs what it costs on photos)
+and a ResNet-50 checkpoint with random weights under benchmarks/.work/ (no network), then times,
+in interleaved rounds (this machine is noisy: best and median round of each are shown):
+
+- seed loop: the seeds' example per image: PIL open, torchvision Resize/CenterCrop/ToTensor/
+  Normalize, one image per forward, in the main thread, under torch.no_grad;
+- ceiling: the model alone on ready-made batches (channels_last, inference_mode), no decoding;
+- classify: ``wsl-images classify --format jsonl --output FILE`` end to end, in this process
+  (model load, decoding workers, forward, top-k, writing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from wsl_images.cli import main as cli_main  # noqa: E402
+from wsl_images.models import build_model, get_model  # noqa: E402
+from wsl_images.registry import get_weights  # noqa: E402
+
+WORK = REPO / "benchmarks" / ".work"
+MODEL = "resnet50_ssl"
+
+
+def make_images(folder: Path, count: int) -> list[Path]:
+    """``count`` 500x375 JPEGs with photo-like texture (smooth shapes plus fine noise)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        path = folder / f"img_{i:04d}.jpg"
+        paths.append(path)
+        if path.exists():
+            continue
+        coarse = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        img = Image.fromarray(coarse).resize((500, 375), Image.Resampling.BICUBIC)
+        noise = rng.normal(0, 18, (375, 500, 3))
+        arr = np.clip(np.asarray(img, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
+        img = Image.fromarray(arr).filter(ImageFilter.DETAIL)
+        img.save(path, quality=90)
+    return paths
+
+
+def make_checkpoint() -> Path:
+    path = WORK / "resnet50_random.pth"
+    if not path.exists():
+        WORK.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        torch.save(build_model(get_weights(MODEL).arch).state_dict(), path)
+    return path
+
+
+def seed_loop(paths: list[Path], checkpoint: Path) -> float:
+    """The seeds' README example, one image at a time."""
+    from torchvision import transforms
+
+    start = time.perf_counter()
+    model = get_model(MODEL, checkpoint_path=checkpoint).eval()
+    preprocess = transforms.Compose(
+        [
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+        ]
+    )
+    for path in paths:
+        image = Image.open(path).convert("RGB")
+        with torch.no_grad():
+            output = model(preprocess(image).unsqueeze(0))
+        torch.nn.functional.softmax(output[0], dim=0).topk(5)
+    return len(paths) / (time.perf_counter() - start)
+
+
+def ceiling(count: int, batch_size: int, checkpoint: Path) -> float:
+    """The model alone on ready-made, normalised, channels_last batches."""
+    model = get_model(MODEL, checkpoint_path=checkpoint).eval()
+    model = model.to(memory_format=torch.channels_last)
+    sizes = [min(batch_size, count - s) for s in range(0, count, batch_size)]
+    batches = [
+        torch.randn(n, 3, 224, 224).contiguous(memory_format=torch.channels_last) for n in sizes
+    ]
+    with torch.inference_mode():
+        model(batches[0][:batch_size])  # warm-up (oneDNN primitives for this model's weights)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for batch in batches:
+            model(batch).softmax(1).topk(5)
+    return count / (time.perf_counter() - start)
+
+
+def classify(folder: Path, count: int, args: argparse.Namespace, checkpoint: Path) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "labels.jsonl"
+        argv = ["classify", str(folder), "--model", MODEL, "--checkpoint", str(checkpoint)]
+        argv += ["--batch-size", str(args.batch_size), "--format", "jsonl", "-o", str(out)]
+        argv += ["--no-progress"] + (["--workers", str(args.workers)] if args.workers else [])
+        start = time.perf_counter()
+        code = cli_main(argv)
+        rate = count / (time.perf_counter() - start)
+        lines = len(out.read_text().splitlines())
+    if code != 0 or lines != count:
+        msg = f"classify failed: exit code {code}, {lines} lines for {count} images"
+        raise SystemExit(msg)
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=0, help="0: classify's default")
+    args = parser.parse_args()
+    os.environ.setdefault("WSL_IMAGES_CACHE", str(WORK / "cache"))
+    folder = WORK / f"jpegs_{args.images}"
+    paths = make_images(folder, args.images)
+    checkpoint = make_checkpoint()
+    print(f"{len(paths)} JPEGs 500x375, {MODEL} architecture, {torch.get_num_threads()} threads")
+    ceiling(args.batch_size, args.batch_size, checkpoint)  # process warm-up (oneDNN, allocator)
+    runs: dict[str, list[float]] = {"seed loop": [], "ceiling": [], "classify": []}
+    for r in range(args.rounds):
+        timers = {
+            "seed loop": lambda: seed_loop(paths, checkpoint),
+            "ceiling": lambda: ceiling(len(paths), args.batch_size, checkpoint),
+            "classify": lambda: classify(folder, len(paths), args, checkpoint),
+        }
+        names = list(timers)
+        names = names[r % 3 :] + names[: r % 3]  # rotate, so no method always runs first
+        rates = {name: timers[name]() for name in names}
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v:.2f} img/s" for k, v in rates.items()))
+        for k, v in rates.items():
+            runs[k].append(v)
+    for label, pick in (("best", max), ("median", statistics.median)):
+        got = {k: pick(v) for k, v in runs.items()}
+        print(
+            f"{label}: " + ", ".join(f"{k} {v:.2f} img/s" for k, v in got.items()) + "; "
+            f"classify = {got['classify'] / got['ceiling']:.2f}x the ceiling, "
+            f"{got['classify'] / got['seed loop']:.2f}x the seed loop"
+        )
+
+
+if __name__ == "__main__":
+    main()

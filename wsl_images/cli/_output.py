@@ -1,0 +1,109 @@
+"""Output of classify/embed: atomic files, and one writer per format.
+
+A file named with ``--output`` is written to a temp file beside it and renamed into place when
+the run ends, so readers never see half a file and a failed run leaves the old file untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import torch
+
+from ..errors import InvalidInputError
+from ..predict import Outcome, Prediction
+
+__all__ = ["ClassifyWriter", "EmbeddingWriter", "atomic_path", "check_output", "open_output"]
+
+
+def check_output(path: str | None) -> None:
+    """Refuse early (usage error) an --output whose folder does not exist."""
+    if path is not None and not Path(path).resolve().parent.is_dir():
+        folder = str(Path(path).parent)
+        msg = f"--output {path!r}: folder {folder!r} does not exist; create it first."
+        raise InvalidInputError(msg)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temp path beside ``path``; renamed to ``path`` if the block succeeds, removed if not."""
+    target = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def open_output(path: str | None) -> Iterator[TextIO]:
+    """``path`` for writing text, atomically; stdout when ``path`` is None."""
+    if path is None:
+        yield sys.stdout
+        return
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as out:
+        yield out
+
+
+class ClassifyWriter:
+    """Writes classify outcomes as ``table``, ``jsonl`` or ``csv``."""
+
+    def __init__(self, out: TextIO, fmt: str) -> None:
+        self.out, self.fmt = out, fmt
+        self.csv = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+        if self.csv:
+            self.csv.writerow(["path", "rank", "label", "index", "probability", "error"])
+
+    def write(self, path: str, outcome: Outcome[Prediction]) -> None:
+        pred, error = outcome.value, outcome.error
+        if self.fmt == "jsonl":
+            record: dict[str, object] = {"path": path, "error": error}
+            if pred is not None:
+                record = {"path": path, "predictions": pred.as_dicts()}
+            self.out.write(json.dumps(record) + "\n")
+        elif self.csv:
+            if pred is None:
+                self.csv.writerow([path, "", "", "", "", error])
+            for rank, d in enumerate(pred.as_dicts() if pred else [], 1):
+                self.csv.writerow([path, rank, d["label"], d["index"], d["probability"], ""])
+        else:
+            self.out.write(f"{path}\n")
+            if pred is None:
+                self.out.write(f"  error: {error}\n")
+            for d in pred.as_dicts() if pred else []:
+                self.out.write(f"  {d['probability']:7.2%}  {d['label']} ({d['index']})\n")
+
+
+class EmbeddingWriter:
+    """Writes feature rows as jsonl lines, or into a .npy matrix (row i = input i) + index."""
+
+    def __init__(self, out: TextIO, matrix: np.ndarray | None) -> None:
+        self.out, self.matrix = out, matrix
+
+    def write(self, path: str, outcome: Outcome[torch.Tensor]) -> None:
+        row, error = outcome.value, outcome.error
+        record: dict[str, object]
+        if self.matrix is not None:
+            self.matrix[outcome.index] = np.nan if row is None else row.numpy()
+            record = {"path": path, "row": outcome.index}
+        else:
+            record = {"path": path, "embedding": None if row is None else row.tolist()}
+        if error is not None:
+            record = {**record, "error": error}
+            record.pop("embedding", None)
+        self.out.write(json.dumps(record) + "\n")
