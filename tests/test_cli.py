@@ -102,7 +102,8 @@ def test_no_network_fails_with_a_clear_message(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert "http://127.0.0.1:9/semi_weakly_supervised_resnext50_32x4-72679e44.pth" in proc.stderr
-    assert "wsl-images download" in proc.stderr and "WSL_IMAGES_MIRROR" in proc.stderr
+    assert "WSL_IMAGES_MIRROR" in proc.stderr
+    assert "`wsl-images download resnext50_32x4d_swsl`" in proc.stderr  # the exact command
 
 
 def test_offline_missing_file_names_file_and_command(

@@ -83,6 +83,10 @@ class RetriableError(Exception):
         self.retry_after = retry_after
 
 
+class RetriesExhaustedError(DownloadError):
+    """The server stayed unreachable (or kept failing) through every retry."""
+
+
 class AbortedError(Exception):
     """Another part of the same download failed; this one stops quietly."""
 
@@ -198,10 +202,9 @@ class Backoff:
             msg = (
                 f"Download of {self.url!r} failed after {self.opts.retries} retries: {exc}. "
                 "Check the network (or set WSL_IMAGES_MIRROR to a mirror you can reach) and "
-                "try again, or pre-fetch the file with `wsl-images download` on a machine "
-                "with network access."
+                "try again."
             )
-            raise DownloadError(msg) from exc
+            raise RetriesExhaustedError(msg) from exc
         delay = self.opts.backoff * 2 ** (self.failures - 1) * random.uniform(0.5, 1.5)
         if exc.retry_after is not None:
             delay = exc.retry_after

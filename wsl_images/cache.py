@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import _records, _transfer
 from ._files import cleanup_stale, filename_from_url, open_temp, publish
-from ._http import TransferOptions
+from ._http import RetriesExhaustedError, TransferOptions
 from ._records import sha256_of
 from .errors import DownloadError, HashMismatchError, OfflineError
 from .loading import converted_path
@@ -125,7 +125,16 @@ def download_url(
         if verify_cached(target, expected, repair=True):
             return target
         cleanup_stale(folder)
-        _fetch_into_cache(url, target, expected, progress, options or TransferOptions.from_env())
+        try:
+            _fetch_into_cache(
+                url, target, expected, progress, options or TransferOptions.from_env()
+            )
+        except RetriesExhaustedError as exc:
+            msg = (
+                f"{exc} Or pre-fetch it on a machine with network access: `wsl-images download "
+                f"{label or url}`, then copy {filename} into {str(folder)!r}."
+            )
+            raise DownloadError(msg) from exc
     return target
 
 
