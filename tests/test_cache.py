@@ -373,11 +373,14 @@ def test_stale_temp_files_of_dead_processes_are_removed(
         host = _files._host()
         stale = isolated_cache / f".{blob.name}~{host}~{int(dead.stdout)}~ab12.part"
         live = isolated_cache / f".{blob.name}~{host}~{alive.pid}~cd34.part"
-        converting = isolated_cache / f".{blob.name}.safetensors.x1y2z3.part"  # loading's
-        for path in (stale, live, converting):
+        # The loader's safetensors conversion uses the same temp files: same rule.
+        converting = isolated_cache / f".{blob.name}.safetensors~{host}~{alive.pid}~ef56.part"
+        killed = isolated_cache / f".{blob.name}.safetensors~{host}~{int(dead.stdout)}~9a8b.part"
+        for path in (stale, live, converting, killed):
             path.write_bytes(b"partial")
         _get(server, blob.name)
         assert not stale.exists() and live.exists() and converting.exists()
+        assert not killed.exists()
     finally:
         alive.kill()
         alive.wait()

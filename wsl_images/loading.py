@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ._files import open_temp, publish
 from .errors import CheckpointError
 
 __all__ = ["assign_state_dict", "convert_in_place", "converted_path", "load_state_dict"]
@@ -109,21 +109,24 @@ def _converted_matches(converted: Path, source: Path, sha256: str) -> bool:
 
 
 def _write_converted(state: StateDict, converted: Path, source: Path, sha256: str) -> None:
-    """Write the safetensors copy atomically; a failure only costs speed, never correctness."""
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{converted.name}.", suffix=".part", dir=converted.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
+    """Write the safetensors copy atomically; a failure only costs speed, never correctness.
+
+    Uses the cache's per-process temp files, so a conversion killed midway is cleaned up like
+    an interrupted download, and a planted symlink is never written through.
+    """
+    try:
+        fd, tmp = open_temp(converted)
+    except OSError as exc:
+        log.warning("Could not write %s (%s): later loads will not be zero-copy", converted, exc)
+        return
     try:
         contiguous = {k: v.contiguous() for k, v in state.items()}
         save_file(contiguous, tmp, metadata=_source_tag(source, sha256))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, converted)
+        publish(fd, tmp, converted)
     except OSError as exc:
         log.warning("Could not write %s (%s): later loads will not be zero-copy", converted, exc)
     finally:
+        os.close(fd)
         tmp.unlink(missing_ok=True)
 
 
