@@ -57,6 +57,9 @@ def test_in_chans_without_weights_is_a_fresh_conv() -> None:
     model = get_model("resnext50_32x4d_ssl", pretrained=False, in_chans=4)
     assert model.conv1.weight.shape == (64, 4, 7, 7)
     assert model(torch.randn(1, 4, 64, 64)).shape == (1, 1000)
+    # Initialised like torchvision's other convs: Kaiming normal, fan_out = 64 * 7 * 7.
+    expected_std = (2 / (64 * 7 * 7)) ** 0.5
+    assert model.conv1.weight.std().item() == pytest.approx(expected_std, rel=0.05)
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "3"])

@@ -49,8 +49,12 @@ def adapt_input_conv(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
 
 
 def input_conv(conv: nn.Conv2d, in_chans: int) -> nn.Conv2d:
-    """A conv like ``conv`` (same device) taking ``in_chans`` inputs, freshly initialised."""
-    return nn.Conv2d(
+    """A conv like ``conv`` (same device) taking ``in_chans`` inputs, freshly initialised.
+
+    Initialised as torchvision's ResNet initialises its convs (Kaiming normal, fan_out), so
+    ``pretrained=False, in_chans=N`` starts from the same distribution as the RGB model.
+    """
+    new = nn.Conv2d(
         in_chans,
         conv.out_channels,
         kernel_size=conv.kernel_size,  # type: ignore[arg-type]
@@ -60,3 +64,5 @@ def input_conv(conv: nn.Conv2d, in_chans: int) -> nn.Conv2d:
         device=conv.weight.device,
         dtype=conv.weight.dtype,
     )
+    nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")  # no-op on meta
+    return new
