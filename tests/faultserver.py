@@ -54,6 +54,7 @@ class FaultServer:
         self.requests: Counter[str] = Counter()
         self.bytes_sent: Counter[str] = Counter()
         self.ranges: list[str | None] = []
+        self.clients: set[tuple[str, int]] = set()  # (host, port) of every connection that asked
         self.lock = threading.Lock()
         server = self
 
@@ -83,6 +84,7 @@ class FaultServer:
         self.requests.clear()
         self.bytes_sent.clear()
         self.ranges.clear()
+        self.clients.clear()
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         name = h.path.lstrip("/")
@@ -91,6 +93,7 @@ class FaultServer:
             index = self.requests[name]
             self.requests[name] += 1
             self.ranges.append(h.headers.get("Range"))
+            self.clients.add(h.client_address)
         path = self.files.get(name)
         if path is None or faults.status is not None:
             return _empty(h, 404 if path is None else faults.status or 404)

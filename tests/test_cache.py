@@ -31,6 +31,7 @@ OPTS = TransferOptions(
     min_rate=200_000,
     parts=4,
     part_size=PART,
+    ramp_s=0,  # all parts at once: the fault scenarios exercise parallel connections
 )
 SIZE = 5 * PART + 1234  # six pieces, the last one short
 
@@ -72,6 +73,27 @@ def test_parallel_parts_fetch_each_byte_once(
     monkeypatch.setattr(cache, "sha256_of", lambda p: pytest.fail("re-hashed"))
     assert _get(server, blob.name) == isolated_cache / blob.name
     assert server.requests[blob.name] == 6
+
+
+def test_a_fast_first_connection_fetches_every_piece_alone(
+    server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    opts = dataclasses.replace(OPTS, ramp_s=30, fast_rate=1)
+    cache.download_url(f"{server.url}/{blob.name}", progress=False, options=opts)
+    _assert_clean(isolated_cache, blob)
+    assert server.requests[blob.name] == 6  # still one Range request per piece...
+    assert len(server.clients) == 1  # ...in turn, over one keep-alive connection
+
+
+def test_a_slow_first_connection_gets_parallel_helpers(
+    server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    server.faults[blob.name] = Faults(rate=2e6)  # each response capped at 2 MB/s
+    opts = dataclasses.replace(OPTS, ramp_s=0.05, fast_rate=1e12)
+    cache.download_url(f"{server.url}/{blob.name}", progress=False, options=opts)
+    _assert_clean(isolated_cache, blob)
+    assert server.bytes_sent[blob.name] == SIZE
+    assert len(server.clients) > 1
 
 
 def test_dropped_connection_resumes_keeping_received_bytes(

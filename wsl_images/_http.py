@@ -51,6 +51,8 @@ class TransferOptions:
     min_rate: int = 1024  # bytes/s a connection must average over that window, else reconnect
     parts: int = 8  # parallel Range connections for large files (1: one connection)
     part_size: int = 16 * _MiB  # bytes per Range request; files up to this size use one request
+    fast_rate: float = 200e6  # bytes/s: a first connection this fast gets no parallel helpers...
+    ramp_s: float = 0.25  # ...judged over windows of this many seconds (0: open all at once)
 
     @classmethod
     def from_env(cls) -> TransferOptions:

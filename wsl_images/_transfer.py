@@ -1,7 +1,10 @@
 """Fetch one URL into an open file: parallel Range parts when the server accepts ranges, one
 resumable stream otherwise, hashed as the bytes land.
 
-Parts are fixed-size pieces handed out in file order to a few connections; a hasher thread
+Parts are fixed-size pieces handed out in file order to a few connections. The first connection
+runs alone for a moment; the others open only if it is slower than ``opts.fast_rate``: parallel
+connections multiply a per-connection-limited rate (long paths, CDN caps), but on a fast link
+(loopback, LAN) they only add threads and CPU work on few cores. A hasher thread
 follows the contiguous written prefix and reads it back from the page cache, so the digest is
 ready a moment after the last byte, with no second pass over the file. A single stream is
 hashed inline.
@@ -55,7 +58,7 @@ def fetch(url: str, fd: int, opts: TransferOptions, bar: Bar) -> str:
     reserve(fd, total)
     bar.reset(total=total)
     try:
-        return _Parallel(url, fd, total, opts, bar).run(resp)
+        return _Parallel(url, fd, total, opts, bar).run(session, resp)
     except _RangesIgnoredError:
         log.info("%s stopped honouring Range requests: restarting as one stream", url)
         os.ftruncate(fd, 0)
@@ -95,17 +98,21 @@ class _Parallel:
         self.pieces = [_Piece(s, min(s + size, total) - 1, s) for s in range(0, total, size)]
         self.next_piece = 0
         self.hashed_piece = 0
+        self.written = 0
         self.cond = threading.Condition()
         self.abort = threading.Event()
         self.syncing: threading.Thread | None = None
 
-    def run(self, first: requests.Response) -> str:
+    def run(self, session: requests.Session, first: requests.Response) -> str:
         workers = min(self.opts.parts, len(self.pieces))
         with ThreadPoolExecutor(workers + 1, thread_name_prefix="wsl-images-dl") as pool:
             futures: list[Future[str | None]] = [pool.submit(self._hash)]
-            futures.append(pool.submit(self._worker, first))
-            futures += [pool.submit(self._worker, None) for _ in range(workers - 1)]
+            futures.append(pool.submit(self._worker, session, first))  # keeps its connection
             try:
+                if self._first_is_slow(futures, workers - 1):
+                    futures += [
+                        pool.submit(self._worker, new_session(), None) for _ in range(workers - 1)
+                    ]
                 done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             except BaseException:  # Ctrl-C: stop the parts instead of finishing the download
                 self._stop()
@@ -120,6 +127,28 @@ class _Parallel:
             self.syncing.join()
         return futures[0].result() or ""
 
+    def _first_is_slow(self, futures: list[Future[str | None]], helpers: int) -> bool:
+        """Watch the first connection every ``opts.ramp_s``: True (open the others) as soon as
+        a window is below ``opts.fast_rate``; False if it finishes or fails alone."""
+        if helpers <= 0:
+            return False
+        seen = 0
+        while True:
+            done, _ = wait(futures, timeout=self.opts.ramp_s, return_when=FIRST_EXCEPTION)
+            with self.cond:
+                written, left = self.written, self.next_piece < len(self.pieces)
+            if done or not left:
+                return False
+            if written - seen < self.opts.fast_rate * self.opts.ramp_s:
+                log.debug(
+                    "%s: %d B/s on one connection, opening %d more",
+                    self.url,
+                    (written - seen) / self.opts.ramp_s,
+                    helpers,
+                )
+                return True
+            seen = written
+
     def _stop(self) -> None:
         self.abort.set()
         with self.cond:
@@ -132,8 +161,7 @@ class _Parallel:
             self.next_piece += 1
             return self.pieces[self.next_piece - 1]
 
-    def _worker(self, first: requests.Response | None) -> None:
-        session = new_session()
+    def _worker(self, session: requests.Session, first: requests.Response | None) -> None:
         while (piece := self._take()) is not None:
             self._fetch_piece(session, piece, first)
             first = None
@@ -172,6 +200,7 @@ class _Parallel:
         _stream.pwrite_all(self.fd, data, piece.pos)
         with self.cond:
             piece.pos += len(data)
+            self.written += len(data)
             self.cond.notify_all()
             self.bar.update(len(data))
 
