@@ -15,9 +15,11 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from server import LoopbackServer
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 _CHUNK = 1 << 20
@@ -45,7 +47,7 @@ class Faults:
     state: Counter[str] = field(default_factory=Counter)  # drops/trickles done so far
 
 
-class FaultServer:
+class FaultServer(LoopbackServer):
     """Serves ``files`` (name -> path) at ``self.url + "/" + name``."""
 
     def __init__(self, files: dict[str, Path]) -> None:
@@ -67,18 +69,7 @@ class FaultServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> FaultServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
     def reset_counts(self) -> None:
         self.requests.clear()
