@@ -84,7 +84,7 @@ def test_bad_inputs_raise_naming_them_and_stream_keeps_the_rest(
     inputs = [files["rgb"], files["empty"], files["truncated"], photo()]
     with pytest.raises(ImageDecodeError, match=r"2 of 4 images could not be used \(.*empty\.jpg"):
         clf.predict(inputs)
-    outcomes = list(clf.stream(inputs, top_k=2))
+    outcomes = list(clf.stream_predictions(inputs, top_k=2))
     assert [o.index for o in outcomes] == [0, 1, 2, 3]
     assert [o.error is None for o in outcomes] == [True, False, False, True]
     assert outcomes[1].error == "empty file (0 bytes), not an image"
@@ -92,21 +92,33 @@ def test_bad_inputs_raise_naming_them_and_stream_keeps_the_rest(
 
 def test_invalid_arguments(clf: Classifier) -> None:
     with pytest.raises(InvalidInputError, match=r"top_k must be between 1 and 1000, got 0"):
-        clf.stream([photo()], top_k=0)  # checked at the call, not at the first result
+        clf.stream_predictions([photo()], top_k=0)  # checked at the call, not at the first result
     with pytest.raises(ImageDecodeError, match=r"CHW with 1 or 3 channels, got shape \(4, 8, 8\)"):
         clf.predict([torch.zeros(4, 8, 8)])
     with pytest.raises(ImageDecodeError, match=r"Unsupported input of type 'int'"):
         clf.predict([3])  # type: ignore[list-item]
     with pytest.raises(InvalidInputError, match=r"Unknown device 'gpu'"):
         Classifier("resnet18_ssl", device="gpu")
-    with pytest.raises(InvalidInputError, match=r"Unknown dtype 'half'"):
-        Classifier("resnet18_ssl", dtype="half")
+    with pytest.raises(InvalidInputError, match=r"Unknown autocast dtype 'half'"):
+        Classifier("resnet18_ssl", autocast="half")
     assert clf.predict([]) == []
     assert clf.embed([]).shape == (0, 512)
 
 
 def test_bfloat16_autocast_on_cpu(served: Served) -> None:
-    fast = Classifier("resnet18_ssl", checkpoint_path=served[1]["zip"], dtype="bfloat16")
+    fast = Classifier("resnet18_ssl", checkpoint_path=served[1]["zip"], autocast="bfloat16")
     feats = fast.embed([photo()])
     assert feats.dtype == torch.float32 and feats.shape == (1, 512)
     assert torch.isfinite(feats).all()
+
+
+def test_old_spellings_warn_and_still_work(served: Served, clf: Classifier) -> None:
+    with pytest.warns(DeprecationWarning, match=r"Classifier\(autocast=\.\.\.\)"):
+        old = Classifier("resnet18_ssl", checkpoint_path=served[1]["zip"], dtype="bfloat16")
+    assert old.autocast_dtype == torch.bfloat16
+    with pytest.warns(DeprecationWarning, match=r"stream_predictions\(images, top_k=K\)"):
+        (pred,) = list(clf.stream([photo()], top_k=2))
+    assert pred.value is not None and len(pred.value.labels) == 2
+    with pytest.warns(DeprecationWarning, match=r"stream_embeddings"):
+        (row,) = list(clf.stream([photo()], top_k=None))
+    assert isinstance(row.value, torch.Tensor) and row.value.shape == (512,)

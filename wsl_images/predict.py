@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar, cast
+from typing import Generic, TypeVar
 
 import torch
 from torchvision.models import ResNet
@@ -40,7 +41,7 @@ __all__ = [
 DEFAULT_MODEL = "resnext50_32x4d_swsl"
 _DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 T = TypeVar("T")
-_Rows = Sequence["Prediction | torch.Tensor"]
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,10 @@ class Classifier:
     ``checkpoint_path``: a local file or URL loaded instead of the registered weights.
     ``device``: None/"auto" (CUDA when present), "cpu", "cuda:1"... ``batch_size``: images per
     forward. ``workers``: DataLoader processes that decode (None: 1 per 4 cores for a CPU model,
-    up to 8 for a GPU; 0: decode in this process). ``dtype``: "bfloat16"/"float16" run the
-    forward under autocast (for GPUs). ``progress``: download and tqdm bars (on a TTY only).
+    up to 8 for a GPU; 0: decode in this process). ``autocast``: "bfloat16"/"float16" run the
+    forward under ``torch.autocast`` (mixed precision, for GPUs; the weights stay float32).
+    ``progress``: download and tqdm bars (on a TTY only). ``dtype=`` is the deprecated spelling
+    of ``autocast=``.
 
     >>> clf = Classifier("resnet50_swsl")
     >>> clf.predict(["cat.jpg"], top_k=3)[0].labels
@@ -96,8 +99,9 @@ class Classifier:
         device: str | torch.device | None = None,
         batch_size: int = 32,
         workers: int | None = None,
-        dtype: str | torch.dtype | None = None,
+        autocast: str | torch.dtype | None = None,
         progress: bool = True,
+        dtype: str | torch.dtype | None = None,
     ) -> None:
         if batch_size < 1:
             msg = f"batch_size must be at least 1, got {batch_size!r}."
@@ -110,7 +114,15 @@ class Classifier:
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self.workers = default_workers(self.device) if workers is None else workers
-        self.autocast_dtype = _dtype(dtype)
+        if dtype is not None:
+            warnings.warn(
+                "Classifier(dtype=...) is deprecated: it means autocast, so it is now spelled "
+                "Classifier(autocast=...); dtype= will be removed in the next release.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            autocast = dtype if autocast is None else autocast
+        self.autocast_dtype = _dtype(autocast)
         self.progress = progress
         self.categories: list[str] = self.weights.meta["categories"]
         self.geometry, self.normalize = split_transforms(self.weights.transforms())
@@ -121,15 +133,38 @@ class Classifier:
         """Top-``top_k`` labels, class indices and probabilities for each image, in order.
 
         Raises ``ImageDecodeError`` naming every input that could not be read; use
-        :meth:`stream` to get the other results as well.
+        :meth:`stream_predictions` to get the other results as well.
         """
-        return cast(list[Prediction], _collect(self.stream(images, top_k=top_k), images))
+        return _collect(self.stream_predictions(images, top_k=top_k), images)
 
     def embed(self, images: Sequence[ImageInput]) -> torch.Tensor:
         """Pooled features (the input of ``fc``, float32), one row per image."""
-        rows = cast(list[torch.Tensor], _collect(self.stream(images, top_k=None), images))
+        rows = _collect(self.stream_embeddings(images), images)
         width = self.weights.arch.num_features
         return torch.stack(rows) if rows else torch.empty(0, width)
+
+    def stream_predictions(
+        self, images: Sequence[ImageInput], *, top_k: int = 5, context: Context | None = None
+    ) -> Iterator[Outcome[Prediction]]:
+        """One :class:`Outcome` of top-``top_k`` predictions per input, in input order, as soon
+        as its batch is done. A failed input gives an Outcome with ``error``; the run goes on.
+        Under torch.distributed (``context``), each rank processes its share and rank 0 yields
+        every outcome."""
+        if not 1 <= top_k <= len(self.categories):
+            msg = f"top_k must be between 1 and {len(self.categories)}, got {top_k!r}."
+            raise InvalidInputError(msg)
+        head = self._classify_head(top_k)
+        return self._stream(images, head, context or Context())
+
+    def stream_embeddings(
+        self, images: Sequence[ImageInput], *, context: Context | None = None
+    ) -> Iterator[Outcome[torch.Tensor]]:
+        """One :class:`Outcome` of pooled features (a float32 row) per input, in input order;
+        otherwise as :meth:`stream_predictions`."""
+        # Clones: a row view would drag its whole batch along when pickled (gather_object).
+        return self._stream(
+            images, lambda feats: [row.clone() for row in feats.float().cpu()], context or Context()
+        )
 
     def stream(
         self,
@@ -137,28 +172,27 @@ class Classifier:
         *,
         top_k: int | None = 5,
         context: Context | None = None,
-    ) -> Iterator[Outcome[Prediction | torch.Tensor]]:
-        """One :class:`Outcome` per input, in input order, as soon as its batch is done.
-
-        ``top_k=None`` gives feature rows instead of predictions. A failed input gives an
-        Outcome with ``error`` and the run goes on. Under torch.distributed (``context``),
-        each rank processes its share and rank 0 yields every outcome.
-        """
-        if top_k is not None and not 1 <= top_k <= len(self.categories):
-            msg = f"top_k must be between 1 and {len(self.categories)}, got {top_k!r}."
-            raise InvalidInputError(msg)
-        return self._stream(images, top_k, context or Context())
+    ) -> Iterator[Outcome[Prediction]] | Iterator[Outcome[torch.Tensor]]:
+        """Deprecated: :meth:`stream_predictions`; :meth:`stream_embeddings` for ``top_k=None``."""
+        warnings.warn(
+            "Classifier.stream() is deprecated: use stream_predictions(images, top_k=K) or "
+            "stream_embeddings(images); stream() will be removed in the next release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if top_k is None:
+            return self.stream_embeddings(images, context=context)
+        return self.stream_predictions(images, top_k=top_k, context=context)
 
     def _stream(
-        self, images: Sequence[ImageInput], top_k: int | None, ctx: Context
-    ) -> Iterator[Outcome[Prediction | torch.Tensor]]:
+        self, images: Sequence[ImageInput], head: Callable[[torch.Tensor], list[R]], ctx: Context
+    ) -> Iterator[Outcome[R]]:
         count = -(-len(images) // self.batch_size)
         order = [
             i
             for b in ctx.batches(count)
             for i in range(b * self.batch_size, min(len(images), (b + 1) * self.batch_size))
         ]
-        head = self._head(top_k)
         local = self._run(images, order, head)
         bar = tqdm(
             total=len(images),
@@ -171,12 +205,7 @@ class Classifier:
                 yield from outcomes
                 bar.update(len(outcomes))
 
-    def _head(self, top_k: int | None) -> Callable[[torch.Tensor], _Rows]:
-        if top_k is None:
-            # Clones: a row view would drag its whole batch along when pickled (gather_object).
-            return lambda feats: [row.clone() for row in feats.float().cpu()]
-        k = top_k
-
+    def _classify_head(self, k: int) -> Callable[[torch.Tensor], list[Prediction]]:
         def classify(feats: torch.Tensor) -> list[Prediction]:
             probs = self.model.fc(feats).float().softmax(dim=1)
             values, indices = (t.cpu() for t in probs.topk(k, dim=1))
@@ -191,8 +220,8 @@ class Classifier:
         self,
         images: Sequence[ImageInput],
         order: list[int],
-        head: Callable[[torch.Tensor], _Rows],
-    ) -> Iterator[list[Outcome[Prediction | torch.Tensor]]]:
+        head: Callable[[torch.Tensor], list[R]],
+    ) -> Iterator[list[Outcome[R]]]:
         loader = make_loader(
             images,
             order,
@@ -209,7 +238,7 @@ class Classifier:
             ]
 
     @torch.inference_mode()
-    def _forward(self, images: torch.Tensor, head: Callable[[torch.Tensor], _Rows]) -> _Rows:
+    def _forward(self, images: torch.Tensor, head: Callable[[torch.Tensor], list[R]]) -> list[R]:
         x = images.to(self.device, non_blocking=True)
         x = self.normalize(x).contiguous(memory_format=torch.channels_last)
         autocast = (
@@ -245,6 +274,6 @@ def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return None if dtype == torch.float32 else dtype
     if dtype not in _DTYPES:
-        msg = f"Unknown dtype {dtype!r}: use one of {', '.join(sorted(_DTYPES))}."
+        msg = f"Unknown autocast dtype {dtype!r}: use one of {', '.join(sorted(_DTYPES))}."
         raise InvalidInputError(msg)
     return _DTYPES[dtype]

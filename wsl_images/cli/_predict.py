@@ -120,21 +120,21 @@ def _classifier(args: argparse.Namespace, ctx: Context) -> Classifier:
         device=ctx.device(args.device),
         batch_size=args.batch_size,
         workers=args.workers,
-        dtype=args.dtype,
+        autocast=args.dtype,
         progress=not args.no_progress,
     )
 
 
 def _classify(args: argparse.Namespace) -> int:
     def body(ctx: Context, clf: Classifier, paths: list[str]) -> int:
-        outcomes = clf.stream(paths, top_k=args.top_k, context=ctx)
+        outcomes = clf.stream_predictions(paths, top_k=args.top_k, context=ctx)
         if not ctx.is_main:
             return _drain(outcomes)
         failed = 0
         with open_output(args.output) as out:
             writer = ClassifyWriter(out, args.format)
             for o in outcomes:
-                writer.write(paths[o.index], o)  # type: ignore[arg-type]
+                writer.write(paths[o.index], o)
                 failed += o.error is not None
                 out.flush()  # results appear as they come, even through a pipe
         return failed
@@ -149,7 +149,7 @@ def _embed(args: argparse.Namespace) -> int:
         raise InvalidInputError(msg)
 
     def body(ctx: Context, clf: Classifier, paths: list[str]) -> int:
-        outcomes = clf.stream(paths, top_k=None, context=ctx)
+        outcomes = clf.stream_embeddings(paths, context=ctx)
         if not ctx.is_main:
             return _drain(outcomes)
         with ExitStack() as stack:
