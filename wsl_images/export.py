@@ -1,8 +1,9 @@
 """Export to ONNX or TorchScript, then load the file back and check it against PyTorch.
 
-Safety model (pooch's): everything is written into a temporary folder beside the output,
-loaded back and compared there, and only moved into place once it matched, so a failed or
-interrupted export leaves no half-written file. ONNX uses torch's default (dynamo-based)
+Safety model (pooch's): everything is written into a temporary folder beside the output
+(:func:`wsl_images.atomic.atomic_folder`), loaded back and compared there, and only moved into
+place once it matched, so a failed export leaves no half-written file and a killed one's folder is
+removed by the next write into that folder. ONNX uses torch's default (dynamo-based)
 exporter; weights of models over about 1.5 GB go to ``FILE.data`` beside ``FILE`` (protobuf's
 2 GB limit), which is moved together with it.
 """
@@ -12,8 +13,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .atomic import atomic_folder
 from .errors import ExportError, InvalidInputError, MissingDependencyError
 from .models import get_model
 
@@ -91,8 +91,7 @@ def export_model(
     trace_batch, check_batch = (_TRACE_BATCH, _CHECK_BATCH) if dynamic else (_STATIC_BATCH,) * 2
     example = torch.randn(trace_batch, 3, image_size, image_size, generator=generator)
     check = torch.randn(check_batch, 3, image_size, image_size, generator=generator)
-    workdir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_folder(target) as workdir:
         staged = workdir / target.name
         if format == "onnx":
             _write_onnx(model, example, staged, dynamic_batch=dynamic_batch)
@@ -102,9 +101,6 @@ def export_model(
         with torch.no_grad():
             expected = model(check)
         diff = compare_outputs(got, expected, atol=atol, rtol=rtol, what=f"{format} export")
-        _move_into_place(workdir, target)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
     log.info("Exported %s to %s (max |diff| %.2e)", name, target, diff)
     return ExportResult(target, format, check_batch, diff, atol, rtol)
 
@@ -187,10 +183,3 @@ def _run_torchscript(path: Path, x: torch.Tensor) -> torch.Tensor:
         loaded = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
         out: torch.Tensor = loaded(x)
     return out
-
-
-def _move_into_place(workdir: Path, target: Path) -> None:
-    """Move the checked files next to ``target``: external data first, the model file last."""
-    for extra in sorted(p for p in workdir.iterdir() if p.name != target.name):
-        os.replace(extra, target.parent / extra.name)
-    os.replace(workdir / target.name, target)

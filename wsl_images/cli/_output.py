@@ -1,7 +1,8 @@
 """Output of classify/embed: atomic files, and one writer per format.
 
-A file named with ``--output`` is written to a temp file beside it and renamed into place when
-the run ends, so readers never see half a file and a failed run leaves the old file untouched.
+A file named with ``--output`` is written through :func:`wsl_images.atomic.atomic_file`: a temp
+file beside it, renamed into place when the run ends, so readers never see half a file, a failed
+run leaves the old file untouched and a killed run's temp file is removed by the next run.
 """
 
 from __future__ import annotations
@@ -9,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
@@ -19,10 +18,11 @@ from typing import TextIO
 import numpy as np
 import torch
 
+from ..atomic import atomic_file
 from ..errors import InvalidInputError
 from ..predict import Outcome, Prediction
 
-__all__ = ["ClassifyWriter", "EmbeddingWriter", "atomic_path", "check_output", "open_output"]
+__all__ = ["ClassifyWriter", "EmbeddingWriter", "check_output", "open_output"]
 
 
 def check_output(path: str | None) -> None:
@@ -34,29 +34,12 @@ def check_output(path: str | None) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """A temp path beside ``path``; renamed to ``path`` if the block succeeds, removed if not."""
-    target = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
 def open_output(path: str | None) -> Iterator[TextIO]:
     """``path`` for writing text, atomically; stdout when ``path`` is None."""
     if path is None:
         yield sys.stdout
         return
-    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as out:
+    with atomic_file(path) as tmp, open(tmp.fd, "w", encoding="utf-8", closefd=False) as out:
         yield out
 
 

@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_file
 from ..distributed import Context, init_from_env, shutdown
 from ..errors import InvalidInputError
 from ..images import expand_paths
 from ..predict import DEFAULT_MODEL, Classifier, Outcome
-from ._output import ClassifyWriter, EmbeddingWriter, atomic_path, check_output, open_output
+from ._output import ClassifyWriter, EmbeddingWriter, check_output, open_output
 
 __all__ = ["register"]
 
@@ -157,10 +158,10 @@ def _embed(args: argparse.Namespace) -> int:
             if fmt == "npy":
                 index = str(Path(args.output).with_suffix(".jsonl"))
                 out = stack.enter_context(open_output(index))
-                tmp = stack.enter_context(atomic_path(args.output))
+                tmp = stack.enter_context(atomic_file(args.output))
                 width = clf.weights.arch.num_features
                 matrix = np.lib.format.open_memmap(
-                    tmp, mode="w+", dtype=np.float32, shape=(len(paths), width)
+                    tmp.path, mode="w+", dtype=np.float32, shape=(len(paths), width)
                 )
             else:
                 out = stack.enter_context(open_output(args.output))
