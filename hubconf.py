@@ -7,6 +7,6 @@ Helpers are imported under ``_`` names so that ``torch.hub.list`` shows exactly 
 
 from wsl_images import entrypoints as _entrypoints
 
-dependencies = ["torch", "torchvision", "requests", "tqdm", "filelock", "safetensors"]
+dependencies = ["torch", "torchvision", "requests", "tqdm"]
 
 globals().update(_entrypoints())

@@ -57,6 +57,7 @@ class FaultServer(LoopbackServer):
         self.bytes_sent: Counter[str] = Counter()
         self.ranges: list[str | None] = []
         self.clients: set[tuple[str, int]] = set()  # (host, port) of every connection that asked
+        self.by_client: Counter[tuple[str, int]] = Counter()  # body bytes sent per connection
         self.lock = threading.Lock()
         server = self
 
@@ -76,6 +77,7 @@ class FaultServer(LoopbackServer):
         self.bytes_sent.clear()
         self.ranges.clear()
         self.clients.clear()
+        self.by_client.clear()
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         name = h.path.lstrip("/")
@@ -121,7 +123,7 @@ class FaultServer(LoopbackServer):
         for pos in range(0, len(data), _CHUNK):
             piece = data[pos : pos + _CHUNK]
             h.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-            self._count(name, len(piece))
+            self._count(h, name, len(piece))
         h.close_connection = True
         h.connection.shutdown(socket.SHUT_RDWR)
 
@@ -139,13 +141,13 @@ class FaultServer(LoopbackServer):
                     if f.trickle_at is not None and pos >= f.trickle_at and self._trickles(f):
                         while pos < stop:  # one byte at a time, until the client gives up
                             h.wfile.write(_read_at(src, pos, 1, f))
-                            self._count(name, 1)
+                            self._count(h, name, 1)
                             pos += 1
                             time.sleep(f.trickle_every)
                         break
                     limit = stop if f.trickle_at is None or pos >= f.trickle_at else f.trickle_at
                     n = self._send_chunk(h, src, pos, min(limit, stop) - pos, f)
-                    self._count(name, n)
+                    self._count(h, name, n)
                     pos += n
                     if f.rate:
                         time.sleep(max(0.0, (pos - start) / f.rate - (time.monotonic() - began)))
@@ -170,9 +172,10 @@ class FaultServer(LoopbackServer):
             f.state["trickles"] += 1
             return f.state["trickles"] <= f.trickle_times
 
-    def _count(self, name: str, n: int) -> None:
+    def _count(self, h: BaseHTTPRequestHandler, name: str, n: int) -> None:
         with self.lock:
             self.bytes_sent[name] += n
+            self.by_client[h.client_address] += n
 
 
 def _read_at(src: Any, pos: int, count: int, f: Faults) -> bytes:

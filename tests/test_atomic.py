@@ -83,7 +83,7 @@ def test_a_killed_writers_temp_is_removed_a_live_ones_kept(tmp_path: Path, kind:
         killed.send_signal(signal.SIGKILL)
         killed.wait()
         assert len(_temps(tmp_path)) == 2
-        assert atomic.cleanup_stale(tmp_path) == 1
+        assert len(atomic.cleanup_stale(tmp_path)) == 1
         (left,) = _temps(tmp_path)
         assert f"~{live.pid}~" in left
     finally:
@@ -94,10 +94,10 @@ def test_a_killed_writers_temp_is_removed_a_live_ones_kept(tmp_path: Path, kind:
 def test_a_day_of_silence_is_abandoned_whoever_wrote_it(tmp_path: Path) -> None:
     other_host = tmp_path / ".x.bin~elsewhere.1~123~ab12.part"
     other_host.write_bytes(b"x")
-    assert atomic.cleanup_stale(tmp_path) == 0  # another host's writer may be alive
+    assert atomic.cleanup_stale(tmp_path) == []  # another host's writer may be alive
     old = time.time() - 25 * 3600
     os.utime(other_host, (old, old))
-    assert atomic.cleanup_stale(tmp_path) == 1
+    assert atomic.cleanup_stale(tmp_path) == [other_host]
 
 
 class FakeWindows:

@@ -8,58 +8,83 @@ from pathlib import Path
 import pytest
 from server import FileServer
 
-from wsl_images import _records, get_model
+from wsl_images import get_model
+from wsl_images.cache import _records
+from wsl_images.cache._paths import derived_path
 from wsl_images.cli import main
-from wsl_images.loading import converted_path
 
 Served = tuple[FileServer, dict[str, Path]]
 
 
 @pytest.fixture
 def cached(served: Served, register_file: Callable[[str, str], None], isolated_cache: Path) -> Path:
-    """resnet18_ssl registered at the served legacy file, loaded once (so converted too)."""
+    """resnet18_ssl registered at the served legacy file, loaded once (so a copy derived)."""
     server, files = served
     register_file("resnet18_ssl", f"{server.url}/{files['legacy'].name}")
     get_model("resnet18_ssl", progress=False)
     path = isolated_cache / files["legacy"].name
-    assert converted_path(path).is_file()
+    assert derived_path(path).is_file()
     return path
 
 
-def test_list_shows_files_and_converted_copies(
+def _flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def test_list_shows_files_and_derived_copies(
     cached: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (cached.parent / "someone-elses.pth").write_bytes(b"torch.hub's file")
     assert main(["cache", "list"]) == 0
     out = capsys.readouterr().out
-    assert f"{cached.name}  {cached.stat().st_size:,} bytes  verified" in out
-    assert f"+ {converted_path(cached).name}" in out
+    assert f"{cached.name} (resnet18_ssl)  {cached.stat().st_size:,} bytes  verified" in out
+    assert f"+ {derived_path(cached).name}" in out and "memory-mappable copy, verified" in out
     assert "someone-elses.pth" not in out  # files of other tools are not ours to list
 
 
-def test_verify_rehashes_and_fails_on_a_bad_file(
+def test_verify_rehashes_and_fails_on_a_bad_source(
     cached: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["cache", "verify"]) == 0
-    assert f"{cached.name}  ok  sha256 {_records.sha256_of(cached)}" in capsys.readouterr().out
-    data = bytearray(cached.read_bytes())
-    data[-1] ^= 1
-    cached.write_bytes(bytes(data))
+    assert "2 file(s) hashed in full: all ok" in capsys.readouterr().out
+    _flip_last_byte(cached)
     assert main(["cache", "verify", "resnet18_ssl"]) == 1
     out = capsys.readouterr().out
-    assert f"{cached.name}  BAD: sha256" in out and "wsl-images cache clear NAME" in out
-    assert _records.recorded_sha256(cached) is None  # the next load hashes it (and refetches)
+    assert f"BAD {cached}: sha256" in out and f"wsl-images cache clear {cached.name}" in out
+    assert _records.read(cached) is None  # the next load hashes it (and fetches it again)
 
 
-def test_clear_removes_file_record_and_converted_copy(
+def test_a_flipped_byte_in_the_derived_copy_is_caught_and_never_loaded(
+    cached: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = derived_path(cached)
+    good = copy.read_bytes()
+    _flip_last_byte(copy)
+    assert main(["cache", "verify"]) == 1
+    out = capsys.readouterr().out
+    assert f"BAD {copy}: sha256" in out and "the next load rebuilds it from the source" in out
+    assert not copy.exists()
+    # Flipped again, behind the record's back this time: the next load re-hashes the copy
+    # (its identity changed), refuses it and rebuilds it from the verified source, offline.
+    monkeypatch.setenv("WSL_IMAGES_OFFLINE", "1")
+    get_model("resnet18_ssl", progress=False)
+    assert copy.read_bytes() == good
+    _flip_last_byte(copy)
+    get_model("resnet18_ssl", progress=False)
+    assert copy.read_bytes() == good
+
+
+def test_clear_removes_file_record_and_derived_copy(
     cached: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     other = cached.parent / "someone-elses.pth"
     other.write_bytes(b"torch.hub's file")
     assert main(["cache", "clear", "resnet18_ssl"]) == 0
-    assert f"removed {cached.name}" in capsys.readouterr().out
-    assert not cached.exists() and not converted_path(cached).exists()
-    assert not _records.record_path(cached).exists()
+    assert f"removed {cached}" in capsys.readouterr().out
+    assert not cached.exists() and not derived_path(cached).exists()
+    assert _records.read(cached) is None and _records.read(derived_path(cached)) is None
     assert other.exists()
 
 
@@ -72,6 +97,7 @@ def test_clear_everything_keeps_other_tools_files(
     assert sorted(p.name for p in cached.parent.iterdir() if not p.name.startswith(".")) == [
         other.name
     ]
+    assert list((cached.parent / ".wsl-images" / "derived").iterdir()) == []
 
 
 def test_download_by_url_and_bad_usage(

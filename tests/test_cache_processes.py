@@ -14,7 +14,8 @@ import pytest
 from faultserver import Faults, FaultServer
 from server import FileServer
 
-from wsl_images import _records
+from wsl_images.cache import _records
+from wsl_images.cache._paths import derived_path
 
 REPO = Path(__file__).resolve().parents[1]
 Served = tuple[FileServer, dict[str, Path]]
@@ -70,10 +71,15 @@ def test_concurrent_loads_download_once(
     outputs = _run_loaders(f"{server.url}/{legacy.name}", tmp_path, 3, _env())
     assert len(set(outputs)) == 1  # same file, same weights everywhere
     assert outputs[0].split()[0] == str(isolated_cache / legacy.name)
-    assert server.bytes_sent[legacy.name] == legacy.stat().st_size  # one download
+    # One download: the file once, plus what was in flight when the first response was cut.
+    size = legacy.stat().st_size
+    assert size <= server.bytes_sent[legacy.name] < 1.2 * size
     assert (isolated_cache / legacy.name).read_bytes() == legacy.read_bytes()
-    assert _records.recorded_sha256(isolated_cache / legacy.name) is not None
-    assert list(isolated_cache.glob(".*.part")) == []
+    assert _records.read(isolated_cache / legacy.name) is not None
+    copy = derived_path(isolated_cache / legacy.name)  # converted once, under the same lock
+    record = _records.read(copy)
+    assert record is not None and record.sha256 == _records.sha256_of(copy)
+    assert [p for p in isolated_cache.rglob("*.part")] == []
 
 
 def test_without_the_lock_results_are_still_right(
@@ -86,7 +92,7 @@ def test_without_the_lock_results_are_still_right(
     outputs = _run_loaders(url, tmp_path, 2, _env(WSL_IMAGES_NO_LOCK="1"))
     assert len(set(outputs)) == 1
     size = legacy.stat().st_size
-    assert size <= server.bytes_sent[legacy.name] <= 2 * size
+    assert size <= server.bytes_sent[legacy.name] < 2 * 1.2 * size  # at most one per process
     assert (isolated_cache / legacy.name).read_bytes() == legacy.read_bytes()
     assert list(isolated_cache.glob(".*.part")) == []
 

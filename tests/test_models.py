@@ -14,7 +14,7 @@ from server import FileServer
 
 import wsl_images
 from wsl_images import CheckpointError, HashMismatchError, get_model
-from wsl_images.loading import converted_path
+from wsl_images.cache._paths import derived_path
 
 REPO = Path(__file__).resolve().parents[1]
 Served = tuple[FileServer, dict[str, Path]]
@@ -66,7 +66,12 @@ def test_registered_weights_load_exactly(
     torch.testing.assert_close(_logits(model, x), _reference_logits(state18, x))
     _assert_same_weights(model, state18)
     assert (isolated_cache / files[fmt].name).is_file()
-    assert list(isolated_cache.glob(".*.part")) == []  # no temp files left behind
+    assert [p for p in isolated_cache.rglob("*.part")] == []  # no temp files left behind
+
+
+def _mapped_files() -> str:
+    """The files mapped into this process (Linux): a memory-mapped checkpoint shows here."""
+    return Path("/proc/self/maps").read_text()
 
 
 def test_legacy_file_is_converted_once_then_memory_mapped(
@@ -80,14 +85,21 @@ def test_legacy_file_is_converted_once_then_memory_mapped(
     register_file("resnet18_ssl", f"{server.url}/{files['legacy'].name}")
     before = server.requests[f"/{files['legacy'].name}"]
     get_model("resnet18_ssl", progress=False)
-    converted = converted_path(isolated_cache / files["legacy"].name)
-    assert converted.is_file()
+    copy = derived_path(isolated_cache / files["legacy"].name)
+    assert copy.is_file() and copy.parent == isolated_cache / ".wsl-images" / "derived"
 
-    def no_unpickling(*args: object, **kwargs: object) -> None:
-        raise AssertionError("torch.load must not run once the converted file exists")
+    loads: list[tuple[Path, bool]] = []
+    real_load = torch.load
 
-    monkeypatch.setattr(torch, "load", no_unpickling)
+    def recorded(path: Path, **kwargs: object) -> object:
+        loads.append((Path(path), bool(kwargs.get("mmap"))))
+        return real_load(path, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch, "load", recorded)
     model = get_model("resnet18_ssl", progress=False)
+    assert loads == [(copy, True)]  # the legacy pickle is never read again: the copy is mapped
+    if Path("/proc/self/maps").exists():
+        assert str(copy) in _mapped_files()
     x = torch.randn(1, 3, 224, 224)
     torch.testing.assert_close(_logits(model, x), _reference_logits(state18, x))
     _assert_same_weights(model, state18)

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from .cache import download
+from .cache import BadFile, CacheEntry, clear_cache, download, scan_cache, verify_cache
 from .errors import (
     CheckpointError,
     DownloadError,
@@ -17,6 +17,7 @@ from .errors import (
     MissingDependencyError,
     OfflineError,
     UnknownModelError,
+    UnreachableError,
     WslImagesError,
 )
 from .export import export_model
@@ -31,6 +32,8 @@ __version__ = "0.1.0"
 globals().update(entrypoints())
 
 __all__ = [
+    "BadFile",
+    "CacheEntry",
     "CheckpointError",
     "Classifier",
     "DownloadError",
@@ -43,9 +46,11 @@ __all__ = [
     "MissingDependencyError",
     "OfflineError",
     "UnknownModelError",
+    "UnreachableError",
     "Weights",
     "WslImagesError",
     "__version__",
+    "clear_cache",
     "download",
     "entrypoints",
     "export_model",
@@ -53,4 +58,6 @@ __all__ = [
     "get_weights",
     "list_models",
     *sorted(entrypoints()),
+    "scan_cache",
+    "verify_cache",
 ]

@@ -98,13 +98,13 @@ def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def cleanup_stale(folder: str | os.PathLike[str]) -> int:
-    """Remove the temp files (and folders) of writers that are gone; returns how many."""
-    removed = 0
+def cleanup_stale(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temp files (and folders) of writers that are gone; returns their paths."""
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
-        return 0
+        return []
     for entry in entries:
         match = _TEMP.fullmatch(entry.name)
         if match is None or not _abandoned(Path(entry.path), match["host"], int(match["pid"])):
@@ -115,7 +115,7 @@ def cleanup_stale(folder: str | os.PathLike[str]) -> int:
                 shutil.rmtree(entry.path)
             else:
                 os.unlink(entry.path)
-            removed += 1
+            removed.append(Path(entry.path))
         except FileNotFoundError:  # another process cleaned it first
             pass
     return removed

@@ -8,7 +8,8 @@ the builtin that fits, so ``except ValueError`` keeps working for callers who kn
     ├── CheckpointError (ValueError)          a checkpoint whose keys or shapes do not fit
     ├── DownloadError (OSError)               a download that failed (network, HTTP status, disk)
     │   ├── HashMismatchError                 the file's sha256 does not match its name
-    │   └── OfflineError                      a file is needed but WSL_IMAGES_OFFLINE=1
+    │   ├── OfflineError                      a file is needed but WSL_IMAGES_OFFLINE=1
+    │   └── UnreachableError                  the host does not resolve, has no route, refuses
     ├── ExportError (RuntimeError)            an exported model that does not match PyTorch
     ├── MissingDependencyError (ImportError)  an optional extra (e.g. [onnx]) is not installed
     └── InvalidInputError (ValueError)        an argument or image that cannot be used
@@ -27,6 +28,7 @@ __all__ = [
     "MissingDependencyError",
     "OfflineError",
     "UnknownModelError",
+    "UnreachableError",
     "WslImagesError",
 ]
 
@@ -53,6 +55,11 @@ class HashMismatchError(DownloadError):
 
 class OfflineError(DownloadError):
     """A file must be fetched, but WSL_IMAGES_OFFLINE=1 forbids network access."""
+
+
+class UnreachableError(DownloadError):
+    """The server cannot be reached at all (a name that does not resolve, no route, a refused
+    connection): reported after one quick retry, not after minutes of backoff."""
 
 
 class InvalidInputError(WslImagesError, ValueError):

@@ -1,67 +1,42 @@
-"""State-dict loading: ``weights_only`` always, zero-copy wherever the file format allows.
+"""State dicts from verified files: ``weights_only`` always, zero-copy where the format allows.
 
-The released 2019 files are in torch's legacy (non-zip) format, which ``torch.load(mmap=True)``
-refuses. A legacy file in the cache is therefore converted once, after the cache has verified its
-hash, into a safetensors file beside it; every later load memory-maps that file, so weights are
-never copied and no pickle is ever read again. Zip-format files are memory-mapped directly.
+This module only reads. The file it gets comes from the cache (verified, and memory-mappable:
+torch's zip format, or the cache's derived zip copy of a legacy file) or from the user
+(``checkpoint_path``, read in place). Zip files are memory-mapped (``torch.load(mmap=True)``,
+torch >= 2.1): tensors are views of the page cache, so a load costs no copy and no time
+proportional to the file. Legacy (pre-1.6) files cannot be mapped and are read whole.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ._files import open_temp, publish
 from .errors import CheckpointError
 
-__all__ = ["assign_state_dict", "convert_in_place", "converted_path", "load_state_dict"]
+__all__ = ["assign_state_dict", "convert_in_place", "read_state_dict"]
 
 log = logging.getLogger(__name__)
 
 StateDict = dict[str, torch.Tensor]
-_CONVERTED_SUFFIX = ".safetensors"
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 _MAX_LISTED = 5
 
 
-def converted_path(path: Path) -> Path:
-    """Where the memory-mappable copy of a legacy-format cached file lives."""
-    return path.with_name(path.name + _CONVERTED_SUFFIX)
+def read_state_dict(path: Path) -> StateDict:
+    """The checkpoint at ``path`` as a flat state dict of CPU tensors (memory-mapped if zip).
 
-
-def load_state_dict(path: Path, *, convert: bool = False, source_sha256: str = "") -> StateDict:
-    """Load a checkpoint as a flat state dict of CPU tensors.
-
-    ``convert=True`` (files in the cache, already hash-checked) keeps a safetensors copy of a
-    legacy-format file beside it and loads that copy, memory-mapped, from then on.
-    ``source_sha256`` (the verified hash or its prefix) ties that copy to its source file.
+    Training checkpoints (``{"state_dict": ...}`` and the like) and DDP ``module.`` prefixes are
+    unwrapped. Anything but tensors in plain containers is refused (``weights_only=True``).
     """
-    if path.name.endswith(_CONVERTED_SUFFIX):
-        return load_file(path)
-    if zipfile.is_zipfile(path):
-        return _torch_load(path, mmap=True)
-    if not convert:
-        return _torch_load(path, mmap=False)
-    converted = converted_path(path)
-    if _converted_matches(converted, path, source_sha256):
-        return load_file(converted)
-    state = _torch_load(path, mmap=False)
-    _write_converted(state, converted, path, source_sha256)
-    return state
-
-
-def _torch_load(path: Path, *, mmap: bool) -> StateDict:
     # weights_only=True always: a checkpoint is data, never code (no fallback, ever).
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as exc:
         msg = (
             f"Could not load checkpoint {str(path)!r} with torch.load(weights_only=True): {exc}. "
@@ -90,44 +65,6 @@ def _as_state_dict(obj: object, path: Path) -> StateDict:
     if state and all(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}
     return state
-
-
-def _source_tag(source: Path, sha256: str) -> dict[str, str]:
-    return {"source": source.name, "source_size": str(source.stat().st_size), "sha256": sha256}
-
-
-def _converted_matches(converted: Path, source: Path, sha256: str) -> bool:
-    if not converted.is_file():
-        return False
-    try:
-        with safe_open(converted, framework="pt") as f:
-            metadata = f.metadata() or {}
-    except Exception:  # an unreadable copy is simply rebuilt
-        log.warning("Ignoring unreadable converted checkpoint %s", converted)
-        return False
-    return metadata == _source_tag(source, sha256)
-
-
-def _write_converted(state: StateDict, converted: Path, source: Path, sha256: str) -> None:
-    """Write the safetensors copy atomically; a failure only costs speed, never correctness.
-
-    Uses the cache's per-process temp files, so a conversion killed midway is cleaned up like
-    an interrupted download, and a planted symlink is never written through.
-    """
-    try:
-        fd, tmp = open_temp(converted)
-    except OSError as exc:
-        log.warning("Could not write %s (%s): later loads will not be zero-copy", converted, exc)
-        return
-    try:
-        contiguous = {k: v.contiguous() for k, v in state.items()}
-        save_file(contiguous, tmp, metadata=_source_tag(source, sha256))
-        publish(fd, tmp, converted)
-    except OSError as exc:
-        log.warning("Could not write %s (%s): later loads will not be zero-copy", converted, exc)
-    finally:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
 
 
 def _describe(keys: list[str], state: Mapping[str, torch.Tensor] | None = None) -> str:

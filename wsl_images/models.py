@@ -16,7 +16,7 @@ from .docs import docstring
 from .errors import InvalidInputError
 from .features import FeatureExtractor
 from .options import ModelOptions
-from .registry import Architecture, get_weights, hash_prefix_of, list_models
+from .registry import Architecture, get_weights, list_models
 
 __all__ = ["build_model", "entrypoints", "get_model"]
 
@@ -47,18 +47,20 @@ def checkpoint_file(
     *,
     progress: bool,
     check_hash: bool,
-) -> tuple[Path, bool]:
-    """The local file to load and whether it is a verified file in the cache."""
-    if checkpoint_path is None:
-        return cache.download(name, progress=progress, check_hash=check_hash), True
-    text = os.fspath(checkpoint_path)
-    if text.startswith(("http://", "https://")):
-        return cache.download_url(text, progress=progress, check_hash=check_hash), True
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """The file to load: the cache's verified, memory-mappable file for the model or a URL, or
+    a local ``checkpoint_path`` as it is (read in place, never copied)."""
+    text = None if checkpoint_path is None else os.fspath(checkpoint_path)
+    if text is None or text.startswith(("http://", "https://")):
+        return cache.loadable(
+            text or name, progress=progress, check_hash=check_hash, cache_dir=cache_dir
+        )
     path = Path(text).expanduser()
     if not path.is_file():
         msg = f"checkpoint_path {text!r} is not a file (nor an http(s) URL)."
         raise InvalidInputError(msg)
-    return path, False
+    return path
 
 
 @overload
@@ -97,10 +99,8 @@ def get_model(
                 weights.arch, num_classes=num_classes, in_chans=opts.in_chans, **kwargs
             )
         return opts.finish(model.to(dtype=opts.dtype))
-    path, in_cache = checkpoint_file(
-        name, checkpoint_path, progress=progress, check_hash=check_hash
-    )
-    state = loading.load_state_dict(path, convert=in_cache, source_sha256=_hash_tag(path))
+    path = checkpoint_file(name, checkpoint_path, progress=progress, check_hash=check_hash)
+    state = loading.read_state_dict(path)
     opts.adapt_state(state)
     # Built on the meta device: no memory allocated and no random init that would be discarded;
     # assign=True then makes the loaded (memory-mapped) tensors the parameters themselves.
@@ -117,10 +117,6 @@ def get_model(
         device=opts.device,
     )
     return opts.finish(model)
-
-
-def _hash_tag(path: Path) -> str:
-    return hash_prefix_of(path.name) or ""
 
 
 def _make_entrypoint(name: str) -> Callable[..., ResNet]:

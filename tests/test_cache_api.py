@@ -1,0 +1,137 @@
+"""The cache's Python API on a real cache folder: scan, verify, clear, cache_dir, the folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from server import FileServer
+
+from wsl_images import BadFile, atomic, clear_cache, download, get_model, scan_cache, verify_cache
+from wsl_images.cache import _records, get_cache_dir, loadable
+from wsl_images.cache._paths import derived_path
+
+REPO = Path(__file__).resolve().parents[1]
+Served = tuple[FileServer, dict[str, Path]]
+
+
+@pytest.fixture
+def filled(
+    served: Served, register_file: Callable[[str, str], None], isolated_cache: Path
+) -> dict[str, Path]:
+    """A registered legacy file (loaded: copy derived) and a zip file downloaded by URL."""
+    server, files = served
+    register_file("resnet18_ssl", f"{server.url}/{files['legacy'].name}")
+    get_model("resnet18_ssl", progress=False)
+    zipped = download(f"{server.url}/{files['zip'].name}", progress=False)
+    (isolated_cache / "someone-elses.pth").write_bytes(b"torch.hub's or timm's file")
+    return {"legacy": isolated_cache / files["legacy"].name, "zip": zipped}
+
+
+def _flip(path: Path, at: int = -1) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_scan_lists_what_wsl_images_keeps(filled: dict[str, Path]) -> None:
+    entries = {e.path.name: e for e in scan_cache()}
+    assert sorted(entries) == sorted(p.name for p in filled.values())  # not others' files
+    legacy, zipped = entries[filled["legacy"].name], entries[filled["zip"].name]
+    assert legacy.name == "resnet18_ssl" and zipped.name == filled["zip"].name
+    assert legacy.verified and zipped.verified and legacy.hash_in_name
+    assert legacy.size == filled["legacy"].stat().st_size
+    (copy,) = legacy.derived
+    assert copy.path == derived_path(filled["legacy"]) and copy.verified and not copy.obsolete
+    assert legacy.size_on_disk == legacy.size + copy.size
+    assert zipped.derived == ()  # a zip-format file is memory-mapped as it is
+
+
+def test_verify_rehashes_everything_and_returns_the_bad_ones(filled: dict[str, Path]) -> None:
+    assert verify_cache() == []
+    _flip(filled["zip"])
+    copy = derived_path(filled["legacy"])
+    _flip(copy)
+    bad = verify_cache()
+    assert [b.path for b in bad] == [copy, filled["zip"]]
+    assert all(isinstance(b, BadFile) for b in bad)
+    assert "differs from the one recorded when it was written" in bad[0].reason
+    assert not copy.exists()  # derived: removed, rebuilt from its source on the next load
+    assert filled["zip"].exists() and _records.read(filled["zip"]) is None  # source: re-fetched
+    assert verify_cache(["resnet18_ssl"]) == []
+    assert loadable("resnet18_ssl", progress=False) == copy and copy.exists()
+
+
+def test_clear_by_name_and_everything(filled: dict[str, Path], isolated_cache: Path) -> None:
+    copy = derived_path(filled["legacy"])
+    removed = clear_cache(["resnet18_ssl"])
+    assert removed == [filled["legacy"], copy]
+    assert _records.read(filled["legacy"]) is None and _records.read(copy) is None
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    stale = isolated_cache / f".x.pth~{atomic._host()}~{int(dead.stdout)}~00ff.part"
+    stale.write_bytes(b"a killed download")
+    assert clear_cache() == [stale, filled["zip"]]
+    assert sorted(p.name for p in isolated_cache.iterdir()) == [".wsl-images", "someone-elses.pth"]
+
+
+def test_an_obsolete_safetensors_copy_is_listed_then_removed(
+    served: Served, register_file: Callable[[str, str], None], isolated_cache: Path
+) -> None:
+    server, files = served
+    register_file("resnet18_ssl", f"{server.url}/{files['legacy'].name}")
+    source = download("resnet18_ssl", progress=False)
+    old = source.with_name(source.name + ".safetensors")  # what wsl-images 0.1 left beside it
+    old.write_bytes(b"0.1's converted copy")
+    (entry,) = scan_cache()
+    assert [(d.path, d.obsolete) for d in entry.derived] == [(old, True)]
+    get_model("resnet18_ssl", progress=False)  # derives the new copy, drops the old one
+    assert not old.exists()
+
+
+def test_cache_dir_argument_wins(served: Served, tmp_path: Path, isolated_cache: Path) -> None:
+    server, files = served
+    elsewhere = tmp_path / "elsewhere"
+    path = download(f"{server.url}/{files['zip'].name}", progress=False, cache_dir=elsewhere)
+    assert path == elsewhere / files["zip"].name and path.is_file()
+    assert [e.path for e in scan_cache(elsewhere)] == [path]
+    assert scan_cache() == [] and not isolated_cache.exists()
+    assert clear_cache(cache_dir=elsewhere) == [path]
+
+
+_FOLDER = """
+import json, sys
+from wsl_images.cache import get_cache_dir
+before = str(get_cache_dir()), "torch" in sys.modules
+import torch
+print(json.dumps([before, str(torch.hub.get_dir())]))
+"""
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"TORCH_HOME": "/data/th"}, {"XDG_CACHE_HOME": "/data/xdg"}, {}],
+    ids=["TORCH_HOME", "XDG_CACHE_HOME", "default"],
+)
+def test_the_default_folder_is_torch_hubs_without_importing_torch(env: dict[str, str]) -> None:
+    clean = {k: v for k, v in os.environ.items() if k not in ("WSL_IMAGES_CACHE", "TORCH_HOME")}
+    clean.pop("XDG_CACHE_HOME", None)
+    out = subprocess.run(
+        [sys.executable, "-c", _FOLDER],
+        env={**clean, **env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (folder, _), hub = json.loads(out)
+    assert folder == str(Path(hub) / "checkpoints")
+    assert get_cache_dir("~/x") == Path.home() / "x"

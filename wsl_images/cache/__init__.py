@@ -1,0 +1,46 @@
+"""The hashed download cache: the only code that creates, names, verifies, records, locks and
+deletes files in the cache folder.
+
+What it gives the rest of the package:
+
+- :func:`download` / :func:`download_url`: a verified file in the cache, fetched if needed
+  (parallel Range connections on slow links, resumed after drops, hashed as it arrives);
+- :func:`loadable`: the verified, memory-mappable file a model loads from (a zip-format file
+  itself, or the verified copy derived once from a legacy-format file);
+- :func:`scan_cache`, :func:`verify_cache`, :func:`clear_cache`: management, for the CLI and users.
+
+Modules: ``_paths`` (locations, names), ``_records`` (verification records), ``_http`` (one
+GET, the retry loop), ``_pieces`` and ``_transfer`` (parallel download), ``_derive`` (the
+memory-mappable copies), ``_store`` (verified sources, locks), ``_manage`` (scan, verify, clear).
+Nothing here imports torch, except ``_derive`` when it writes a copy; ``requests`` and ``tqdm``
+are imported when a download starts.
+"""
+
+from __future__ import annotations
+
+from ..registry import hash_prefix_of
+from ._http import TransferOptions
+from ._manage import BadFile, CacheEntry, DerivedFile, clear_cache, scan_cache, verify_cache
+from ._paths import filename_from_url, get_cache_dir, is_offline
+from ._records import sha256_of
+from ._store import download, download_url, loadable, remove_source, resolve_url
+
+__all__ = [
+    "BadFile",
+    "CacheEntry",
+    "DerivedFile",
+    "TransferOptions",
+    "clear_cache",
+    "download",
+    "download_url",
+    "filename_from_url",
+    "get_cache_dir",
+    "hash_prefix_of",
+    "is_offline",
+    "loadable",
+    "remove_source",
+    "resolve_url",
+    "scan_cache",
+    "sha256_of",
+    "verify_cache",
+]

@@ -1,0 +1,104 @@
+"""Derived copies: a memory-mappable torch zip file made once from a verified legacy source.
+
+The released 2019 files are in torch's legacy (non-zip) format, which ``torch.load(mmap=True)``
+refuses; read whole, the 3.3 GB model costs 20 s and a copy in memory on every load. So after a
+verified download the cache derives a zip copy of its state dict (a "processor" in pooch's
+terms), kept in the bookkeeping folder, and every later load maps that copy instead.
+
+The copy is tied to its source: its record holds the source's full sha256, and its own sha256,
+computed while it is written (no second pass). It is checked like a source (a record that still
+vouches for it, else a full re-hash) and, if it fails, rebuilt from the verified source: no
+network needed. Nothing else in the package writes it; loading only reads what this returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from ..atomic import atomic_file
+from . import _records
+from ._paths import derived_path, meta_dir, obsolete_copy
+
+__all__ = ["check_derived", "derive"]
+
+log = logging.getLogger(__name__)
+
+
+def check_derived(source: Path, source_sha256: str) -> Path | None:
+    """The derived copy of ``source`` if it exists and verifies, else None (a bad one removed)."""
+    target = derived_path(source)
+    record = _records.read(target)
+    if record is None or not target.is_file():
+        return None
+    if record.source_sha256 != source_sha256:  # made from another file of this name
+        _remove(target)
+        return None
+    if record.vouches_for(target):
+        return target
+    log.info("Verifying %s (sha256 of the whole file, once)", target)
+    if _records.sha256_of(target) == record.sha256:
+        _records.remember(target, record.sha256, source_sha256=source_sha256)
+        return target
+    log.warning(
+        "The memory-mappable copy %s does not match the sha256 recorded when it was written: "
+        "it was removed and is rebuilt from its verified source %s",
+        target,
+        source.name,
+    )
+    _remove(target)
+    return None
+
+
+def derive(source: Path, source_sha256: str) -> Path:
+    """Write the derived copy of the verified legacy file ``source``; return its path.
+
+    Raises OSError if it cannot be written (disk full, read-only cache): the caller may then
+    load the source itself, which is verified too, only not memory-mappable.
+    """
+    import torch
+
+    from ..loading import read_state_dict  # torch: imported only when a copy is made
+
+    target = derived_path(source)
+    meta_dir(source.parent, create=True)
+    state = read_state_dict(source)  # weights_only=True: a bad source is refused here
+    log.info("Writing the memory-mappable copy %s of %s (once)", target.name, source.name)
+    with atomic_file(target) as tmp:
+        writer = _HashingWriter(tmp.fd)
+        torch.save({k: v.contiguous() for k, v in state.items()}, writer)  # type: ignore[arg-type]
+    del state
+    _records.remember(target, writer.hexdigest(), source_sha256=source_sha256)
+    obsolete = obsolete_copy(source)  # wsl-images 0.1's safetensors copy: same role, now unused
+    if obsolete.exists():
+        obsolete.unlink()
+    return target
+
+
+def _remove(target: Path) -> None:
+    target.unlink(missing_ok=True)
+    _records.forget(target)
+
+
+class _HashingWriter:
+    """A write-only file object that hashes what torch.save writes through it (one pass)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        while view:
+            n = os.write(self.fd, view)
+            self.digest.update(view[:n])
+            view = view[n:]
+        return len(data) if isinstance(data, bytes) else memoryview(data).nbytes
+
+    def flush(self) -> None:
+        pass
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()

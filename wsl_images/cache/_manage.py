@@ -1,0 +1,206 @@
+"""Cache management: what is cached (``scan_cache``), is it intact (``verify_cache``), remove it
+(``clear_cache``). The CLI's ``cache list | verify | clear`` print what these return.
+
+The cache folder is shared with torch.hub and timm: only files wsl-images knows are listed,
+verified or removed: the registered models' files, files it recorded (downloads by URL), and
+everything in its own bookkeeping folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..atomic import cleanup_stale
+from ..errors import UnknownModelError
+from ..registry import get_weights, hash_prefix_of, list_models
+from . import _records
+from ._paths import (
+    DERIVED,
+    derived_path,
+    get_cache_dir,
+    is_derived_name,
+    meta_dir,
+    obsolete_copy,
+    source_name_of,
+)
+from ._store import remove_source
+
+__all__ = ["BadFile", "CacheEntry", "DerivedFile", "clear_cache", "scan_cache", "verify_cache"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DerivedFile:
+    """A file made from a cached source: the memory-mappable copy (or 0.1's obsolete one)."""
+
+    path: Path
+    size: int
+    verified: bool  # its record vouches for it (False: re-hashed on next use; obsolete: never)
+    obsolete: bool = False  # wsl-images 0.1's safetensors copy, no longer used
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cached file: a registered model's (``name`` = model name) or a URL's (file name)."""
+
+    name: str
+    path: Path
+    size: int  # bytes of the file itself (0 if it is gone but copies of it remain)
+    verified: bool  # a record vouches for it as it is now; else it is hashed on its next use
+    hash_in_name: bool  # its name carries a sha256 prefix (else only our record checks it)
+    derived: tuple[DerivedFile, ...]
+
+    @property
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    @property
+    def size_on_disk(self) -> int:
+        """The file and everything derived from it."""
+        return self.size + sum(d.size for d in self.derived)
+
+
+@dataclass(frozen=True)
+class BadFile:
+    """A file that failed ``verify_cache``, and what was done about it."""
+
+    path: Path
+    reason: str
+
+
+def scan_cache(cache_dir: str | os.PathLike[str] | None = None) -> list[CacheEntry]:
+    """Every file wsl-images knows in the cache folder, sorted by name, with derived copies."""
+    folder = get_cache_dir(cache_dir)
+    return [_entry(path) for path in _known_sources(folder)]
+
+
+def verify_cache(
+    names: Iterable[str] | None = None, cache_dir: str | os.PathLike[str] | None = None
+) -> list[BadFile]:
+    """Hash every selected file in full (sources and derived copies); return the bad ones.
+
+    A bad source loses its record, so its next use hashes it again and downloads it anew; a bad
+    or orphaned derived copy is removed (the next load rebuilds it from the source, offline).
+    """
+    folder = get_cache_dir(cache_dir)
+    bad: list[BadFile] = []
+    for source in _select(folder, names):
+        source_sha = _verify_source(source, bad) if source.is_file() else None
+        copy = derived_path(source)
+        if copy.is_file():
+            _verify_copy(copy, source_sha, bad)
+    return bad
+
+
+def clear_cache(
+    names: Iterable[str] | None = None, cache_dir: str | os.PathLike[str] | None = None
+) -> list[Path]:
+    """Remove the selected files (default: all wsl-images knows) with their records and derived
+    copies, and temp files of killed downloads; return the paths removed."""
+    folder = get_cache_dir(cache_dir)
+    removed: list[Path] = []
+    if names is None:
+        for where in (folder, meta_dir(folder), meta_dir(folder) / DERIVED):
+            removed += cleanup_stale(where)
+    for source in _select(folder, names):
+        removed += remove_source(source)
+    return removed
+
+
+def _known_sources(folder: Path) -> list[Path]:
+    """Registered files present, files with a record, and sources of any derived copy."""
+    registered = {get_weights(m).filename for m in list_models()}
+    names: set[str] = set()
+    if folder.is_dir():
+        for entry in os.scandir(folder):
+            name = entry.name
+            if name.startswith(".") or not entry.is_file():
+                continue
+            base = name.removesuffix(".safetensors")
+            if name in registered or _records.read(folder / name) is not None:
+                names.add(name)
+            elif base != name and (base in registered or (folder / base).exists()):
+                names.add(base)  # an obsolete copy lists under its source
+    copies = meta_dir(folder) / DERIVED
+    if copies.is_dir():
+        names.update(
+            source_name_of(Path(e.name)) for e in os.scandir(copies) if is_derived_name(e.name)
+        )
+    return [folder / name for name in sorted(names)]
+
+
+def _select(folder: Path, names: Iterable[str] | None) -> list[Path]:
+    """The cached files meant by model names, aliases or cache file names (default: all)."""
+    if names is None:
+        return _known_sources(folder)
+    chosen = []
+    for name in names:
+        if "/" not in name and "\\" not in name and (folder / name).is_file():
+            chosen.append(folder / name)
+            continue
+        try:
+            chosen.append(folder / get_weights(name).filename)
+        except UnknownModelError as exc:
+            msg = f"{exc} (Or give the name of a file in the cache {str(folder)!r}.)"
+            raise UnknownModelError(msg) from None
+    return chosen
+
+
+def _entry(source: Path) -> CacheEntry:
+    registered = {get_weights(m).filename: m for m in list_models()}
+    exists = source.is_file()
+    record = _records.read(source) if exists else None
+    derived = []
+    copy = derived_path(source)
+    if copy.is_file():
+        copy_record = _records.read(copy)
+        verified = copy_record is not None and copy_record.vouches_for(copy)
+        derived.append(DerivedFile(copy, copy.stat().st_size, verified))
+    old = obsolete_copy(source)
+    if old.is_file():
+        derived.append(DerivedFile(old, old.stat().st_size, False, obsolete=True))
+    return CacheEntry(
+        name=registered.get(source.name, source.name),
+        path=source,
+        size=source.stat().st_size if exists else 0,
+        verified=record is not None and record.vouches_for(source),
+        hash_in_name=hash_prefix_of(source.name) is not None,
+        derived=tuple(derived),
+    )
+
+
+def _verify_source(source: Path, bad: list[BadFile]) -> str | None:
+    """Re-hash a source; its sha256 if good, else None (recorded in ``bad``)."""
+    sha = _records.sha256_of(source)
+    record = _records.read(source)
+    expected = hash_prefix_of(source.name) or (record.sha256 if record is not None else None)
+    if expected is None or sha.startswith(expected):
+        _records.remember(source, sha)
+        return sha
+    _records.forget(source)
+    reason = (
+        f"sha256 {sha} does not start with {expected}; its record was dropped, so the next load "
+        f"downloads it again (or remove it: wsl-images cache clear {source.name})"
+    )
+    bad.append(BadFile(source, reason))
+    return None
+
+
+def _verify_copy(copy: Path, source_sha: str | None, bad: list[BadFile]) -> None:
+    record = _records.read(copy)
+    sha = _records.sha256_of(copy)
+    if record is not None and sha == record.sha256 and record.source_sha256 == source_sha:
+        _records.remember(copy, sha, source_sha256=source_sha)
+        return
+    if record is None or sha != record.sha256:
+        reason = f"sha256 {sha} differs from the one recorded when it was written"
+    else:
+        reason = "its source is missing, bad or another file"
+    copy.unlink(missing_ok=True)
+    _records.forget(copy)
+    bad.append(BadFile(copy, f"{reason}; removed: the next load rebuilds it from the source"))

@@ -1,0 +1,126 @@
+"""Where things are in the cache: the folder, file names from URLs, the bookkeeping folder.
+
+Pure path logic: nothing here opens a connection or imports torch. The cache folder is the one
+torch.hub uses (``torch.hub.get_dir()/checkpoints``), computed by torch's own rule when torch is
+not imported yet, so ``wsl-images list`` answers without loading torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from ..errors import InvalidInputError
+
+__all__ = [
+    "DERIVED",
+    "META",
+    "derived_path",
+    "filename_from_url",
+    "get_cache_dir",
+    "is_derived_name",
+    "is_offline",
+    "lock_path",
+    "meta_dir",
+    "obsolete_copy",
+    "record_path",
+    "source_name_of",
+]
+
+log = logging.getLogger(__name__)
+
+META = ".wsl-images"  # our bookkeeping inside a cache folder shared with torch.hub and timm
+DERIVED = "derived"  # memory-mappable copies of legacy-format files, inside META
+_DERIVED_SUFFIX = ".mmap.pt"
+_RECORD_SUFFIX = ".verified"
+_OBSOLETE_SUFFIX = ".safetensors"  # the converted copies of wsl-images 0.1, beside the source
+
+
+def get_cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """Cache folder: ``override`` > ``$WSL_IMAGES_CACHE`` > ``torch.hub.get_dir()/checkpoints``."""
+    if override is not None:
+        return Path(override).expanduser()
+    env = os.environ.get("WSL_IMAGES_CACHE")
+    if env:
+        return Path(env).expanduser()
+    torch = sys.modules.get("torch")
+    hub = getattr(torch, "hub", None)
+    if hub is not None:  # respects torch.hub.set_dir()
+        return Path(hub.get_dir()) / "checkpoints"
+    # torch.hub's rule (_get_torch_home): $TORCH_HOME, else $XDG_CACHE_HOME/torch, else ~/.cache.
+    cache_home = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    torch_home = os.environ.get("TORCH_HOME", os.path.join(cache_home, "torch"))
+    return Path(os.path.expanduser(torch_home)) / "hub" / "checkpoints"
+
+
+def is_offline() -> bool:
+    """True when ``WSL_IMAGES_OFFLINE`` asks never to open a network connection."""
+    return os.environ.get("WSL_IMAGES_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def filename_from_url(url: str) -> str:
+    """The cache file name for an http(s) URL: its last path segment, which must be a plain name."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        msg = f"Unsupported URL {url!r}: only http:// and https:// URLs can be downloaded."
+        raise InvalidInputError(msg)
+    name = unquote(parts.path.rsplit("/", 1)[-1])
+    # A name from a URL must never leave the cache folder or be a hidden/special entry.
+    bad = not name or name.startswith(".") or any(c in name for c in "/\\\0~")
+    if bad or name.endswith((".part", ".lock", _RECORD_SUFFIX)):
+        msg = (
+            f"Cannot derive a cache file name from URL {url!r}: its path must end in a plain "
+            "file name (not empty, not hidden, no slashes or '~', not .part/.lock/.verified)."
+        )
+        raise InvalidInputError(msg)
+    return name
+
+
+def meta_dir(folder: Path, *, create: bool = False) -> Path:
+    """The hidden folder of records, locks and derived copies inside a cache folder.
+
+    ``create`` makes it (and its ``derived`` folder), replacing symlinks planted there: files
+    are written (and lock files truncated) in it, so they must never land outside the cache.
+    """
+    meta = folder / META
+    if create:
+        for path in (meta, meta / DERIVED):
+            if path.is_symlink():
+                log.warning("Replacing the symlink %s planted in the cache by a folder", path)
+                path.unlink()
+            path.mkdir(exist_ok=True)
+    return meta
+
+
+def record_path(path: Path) -> Path:
+    """The verification record of a cached file (a source, or a derived copy beside its record)."""
+    if path.parent.name == DERIVED and path.parent.parent.name == META:
+        return path.with_name(path.name + _RECORD_SUFFIX)
+    return meta_dir(path.parent) / f"{path.name}{_RECORD_SUFFIX}"
+
+
+def derived_path(source: Path) -> Path:
+    """Where the memory-mappable copy of a legacy-format source lives."""
+    return meta_dir(source.parent) / DERIVED / f"{source.name}{_DERIVED_SUFFIX}"
+
+
+def source_name_of(derived: Path) -> str:
+    """The source file name a derived copy was made from."""
+    return derived.name.removesuffix(_DERIVED_SUFFIX)
+
+
+def is_derived_name(name: str) -> bool:
+    return name.endswith(_DERIVED_SUFFIX)
+
+
+def lock_path(source: Path) -> Path:
+    """The per-file lock serialising downloads and conversions of ``source``."""
+    return meta_dir(source.parent) / f"{source.name}.lock"
+
+
+def obsolete_copy(source: Path) -> Path:
+    """The safetensors copy wsl-images 0.1 kept beside a legacy file (removed when seen)."""
+    return source.with_name(source.name + _OBSOLETE_SUFFIX)

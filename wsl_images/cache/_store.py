@@ -1,0 +1,315 @@
+"""The cache's files: verified sources, fetched at most once, and the file loading receives.
+
+Safety model (as pooch): download to a temp file of this process in the cache folder, check the
+sha256 prefix carried by the file name, fsync, publish with ``os.replace``
+(:func:`wsl_images.atomic.atomic_file`). A per-file lock makes concurrent processes download
+(and convert) once; without it (a filesystem where locks do not work) each process fetches its
+own copy and the last rename wins, with identical, verified content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import importlib.util
+import logging
+import os
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import filelock
+
+from ..atomic import atomic_file, cleanup_stale
+from ..errors import (
+    DownloadError,
+    HashMismatchError,
+    MissingDependencyError,
+    OfflineError,
+    UnreachableError,
+)
+from ..registry import get_weights, hash_prefix_of
+from . import _records
+from ._derive import check_derived, derive
+from ._http import RetriesExhaustedError, TransferOptions
+from ._paths import (
+    derived_path,
+    filename_from_url,
+    get_cache_dir,
+    is_offline,
+    lock_path,
+    meta_dir,
+    obsolete_copy,
+)
+
+__all__ = ["download", "download_url", "loadable", "remove_source", "resolve_url"]
+
+log = logging.getLogger(__name__)
+
+Folder = str | os.PathLike[str] | None
+
+
+def resolve_url(name_or_url: str) -> str:
+    """URL of a registered model's file (via ``$WSL_IMAGES_MIRROR`` if set), or the URL itself."""
+    if name_or_url.startswith(("http://", "https://")):
+        return name_or_url
+    weights = get_weights(name_or_url)
+    mirror = os.environ.get("WSL_IMAGES_MIRROR")
+    if mirror:
+        return mirror.rstrip("/") + "/" + weights.filename
+    return weights.url
+
+
+def download(
+    name_or_url: str, *, progress: bool = True, check_hash: bool = True, cache_dir: Folder = None
+) -> Path:
+    """The verified cached file of a registered model name (or alias) or an http(s) URL,
+    fetched if needed."""
+    url = resolve_url(name_or_url)
+    return _obtain(url, progress, check_hash, cache_dir, None, name_or_url)[0]
+
+
+def download_url(
+    url: str,
+    *,
+    progress: bool = True,
+    check_hash: bool = True,
+    cache_dir: Folder = None,
+    options: TransferOptions | None = None,
+    label: str | None = None,
+) -> Path:
+    """Download ``url`` into the cache unless a verified copy is there; return its path.
+
+    ``options`` tunes timeouts, retries and parallel connections (default: from the environment);
+    ``label`` is what error messages tell the user to pre-fetch (a model name or the URL).
+    """
+    return _obtain(url, progress, check_hash, cache_dir, options, label or url)[0]
+
+
+def loadable(
+    name_or_url: str, *, progress: bool = True, check_hash: bool = True, cache_dir: Folder = None
+) -> Path:
+    """The verified file to load for a model name or URL: memory-mappable (the cached file if it
+    is in torch's zip format, else its verified derived copy, made once), fetched if needed.
+
+    If no copy can be written (a full disk, a read-only cache), the verified source itself.
+    """
+    source, sha = _obtain(
+        resolve_url(name_or_url), progress, check_hash, cache_dir, None, name_or_url
+    )
+    if zipfile.is_zipfile(source):
+        return source
+    copy = check_derived(source, sha)
+    if copy is not None:
+        return copy
+    with _file_lock(source):
+        copy = check_derived(source, sha)  # another process may have made it meanwhile
+        if copy is not None:
+            return copy
+        try:
+            return derive(source, sha)
+        except OSError as exc:
+            log.warning(
+                "Could not write a memory-mappable copy of %s (%s): loading the verified file "
+                "whole, which is slower. Free some space in %s to make later loads fast.",
+                source.name,
+                exc,
+                source.parent,
+            )
+            return source
+
+
+def remove_source(source: Path) -> list[Path]:
+    """Remove a cached file with everything derived from it; returns what was removed."""
+    removed = []
+    copy = derived_path(source)
+    for path in (source, copy, obsolete_copy(source)):
+        if path.exists():
+            path.unlink()
+            removed.append(path)
+    for path in (source, copy):
+        _records.forget(path)
+    return removed
+
+
+def _obtain(
+    url: str,
+    progress: bool,
+    check_hash: bool,
+    cache_dir: Folder,
+    options: TransferOptions | None,
+    label: str,
+) -> tuple[Path, str]:
+    """(path, full sha256) of the verified cached file for ``url``, downloading it if needed."""
+    filename = filename_from_url(url)
+    folder = get_cache_dir(cache_dir)
+    target = folder / filename
+    expected = hash_prefix_of(filename) if check_hash else None
+    offline = is_offline()
+    if (sha := check_source(target, expected, repair=not offline)) is not None:
+        return target, sha
+    if offline:
+        msg = (
+            f"{filename} is not in the cache {str(folder)!r} and WSL_IMAGES_OFFLINE=1 forbids "
+            f"downloading it from {url!r}. Pre-fetch it where there is a network with "
+            f"`wsl-images download {label}` (then copy {filename} into {folder}), or "
+            "unset WSL_IMAGES_OFFLINE (WSL_IMAGES_MIRROR can point at an internal mirror)."
+        )
+        raise OfflineError(msg)
+    _require_download_packages(filename, folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        msg = f"Cannot create the cache folder {str(folder)!r} ({exc}): set WSL_IMAGES_CACHE."
+        raise DownloadError(msg) from exc
+    with _file_lock(target):
+        # Another process may have published the file while we waited for the lock.
+        if (sha := check_source(target, expected, repair=True)) is not None:
+            return target, sha
+        cleanup_stale(folder)
+        try:
+            sha = _fetch(url, target, expected, progress, options or TransferOptions.from_env())
+        except UnreachableError as exc:
+            host = urlsplit(url).hostname or url
+            msg = (
+                f"{exc} {filename} could not be downloaded from {url!r}. Without a network: "
+                f"pre-fetch it where there is one (`wsl-images download {label}`) and copy it "
+                f"into {str(folder)!r}; point WSL_IMAGES_MIRROR at a mirror you can reach "
+                f"instead of {host}; or set WSL_IMAGES_OFFLINE=1 to use only cached files."
+            )
+            raise UnreachableError(msg) from exc
+        except RetriesExhaustedError as exc:
+            msg = (
+                f"{exc} Or pre-fetch it on a machine with network access: `wsl-images download "
+                f"{label}`, then copy {filename} into {str(folder)!r}."
+            )
+            raise DownloadError(msg) from exc
+    return target, sha
+
+
+def check_source(target: Path, expected: str | None, *, repair: bool) -> str | None:
+    """The full sha256 of ``target`` if it is there and good, hashing it only if no record
+    vouches for it; None if it is missing, or bad and removed (``repair``: download it again).
+
+    Good means: its sha256 starts with ``expected`` (the prefix in its name); without one, it
+    matches the sha256 recorded when it was downloaded.
+    """
+    if not target.is_file():
+        return None
+    record = _records.read(target)
+    reference = expected or (record.sha256 if record is not None else None)
+    trusted = record is not None and record.vouches_for(target)
+    if record is not None and trusted:
+        sha = record.sha256
+    else:
+        log.info("Verifying %s (sha256 of the whole file, once)", target)
+        sha = _records.sha256_of(target)
+    if reference is None or sha.startswith(reference):
+        if not trusted:
+            _records.remember(target, sha)
+        if hash_prefix_of(target.name) is None:
+            log.warning("%s has no sha256 prefix in its name: used unverified", target.name)
+        return sha
+    if not repair:
+        msg = (
+            f"The cached file {str(target)!r} is corrupted: its sha256 is {sha}, but it should "
+            f"start with {reference}. It was not loaded. Delete it (`wsl-images cache clear "
+            f"{target.name}`) and download it again with network access (unset "
+            "WSL_IMAGES_OFFLINE)."
+        )
+        raise HashMismatchError(msg)
+    log.warning(
+        "Cached %s has sha256 %s, expected %s...: downloading it again", target, sha, reference
+    )
+    remove_source(target)
+    return None
+
+
+def _require_download_packages(filename: str, folder: Path) -> None:
+    missing = [name for name in ("requests", "tqdm") if importlib.util.find_spec(name) is None]
+    if missing:
+        msg = (
+            f"Downloading {filename} needs the package(s) {', '.join(missing)}, which are not "
+            f"installed: pip install {' '.join(missing)} (or copy the file into "
+            f"{str(folder)!r}; files already in the cache load without them)."
+        )
+        raise MissingDependencyError(msg)
+
+
+@contextlib.contextmanager
+def _file_lock(target: Path) -> Iterator[None]:
+    """Hold the per-file lock if the filesystem allows; go on without it if not."""
+    if os.environ.get("WSL_IMAGES_NO_LOCK", "").strip() in {"1", "true", "yes"}:
+        yield
+        return
+    path = lock_path(target)
+    lock = filelock.FileLock(path)
+    try:
+        meta_dir(target.parent, create=True)
+        if path.is_symlink():  # filelock opens with O_TRUNC: never through a planted link
+            path.unlink()
+        try:
+            lock.acquire(timeout=0.5)
+        except filelock.Timeout:
+            log.info("Waiting for another process fetching or converting %s", target.name)
+            lock.acquire()
+    except OSError as exc:  # e.g. a filesystem without locks: only bandwidth suffers
+        log.warning("Could not lock %s (%s): going on without the lock", target, exc)
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _fetch(
+    url: str, target: Path, expected: str | None, progress: bool, opts: TransferOptions
+) -> str:
+    """Download ``url`` and publish it at ``target`` if it verifies; return its sha256."""
+    from tqdm.auto import tqdm
+
+    from ._transfer import fetch
+
+    show = progress and sys.stderr.isatty()
+    try:
+        with atomic_file(target) as tmp:
+            with tqdm(
+                unit="B", unit_scale=True, unit_divisor=1024, desc=target.name, disable=not show
+            ) as bar:
+                actual = fetch(url, tmp.fd, opts, bar)
+            if expected is not None and not actual.startswith(expected):
+                msg = (
+                    f"SHA256 of the file downloaded from {url!r} does not match its name: "
+                    f"expected {expected}... but got {actual}. The download was deleted. The "
+                    "file may have been corrupted in transit, or the server (a mirror?) holds "
+                    "another file under this name: try again, or check the URL / "
+                    "WSL_IMAGES_MIRROR."
+                )
+                raise HashMismatchError(msg)
+    except OSError as exc:
+        if isinstance(exc, DownloadError):
+            raise
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            msg = (
+                f"No space left in {str(target.parent)!r} for {target.name} ({exc}). The partial "
+                "download was removed and the cache is unchanged. Free some space, or point "
+                "WSL_IMAGES_CACHE at a larger disk."
+            )
+        elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            msg = (
+                f"Cannot write to the cache folder {str(target.parent)!r} ({exc}). Point "
+                "WSL_IMAGES_CACHE at a writable folder (or pass cache_dir=)."
+            )
+        else:
+            raise
+        raise DownloadError(msg) from exc
+    for stale in (derived_path(target), obsolete_copy(target)):  # made from an older file
+        stale.unlink(missing_ok=True)
+    _records.forget(derived_path(target))
+    _records.remember(target, actual)
+    if expected is None and hash_prefix_of(target.name) is None:
+        log.warning("%s has no sha256 prefix in its name: downloaded unverified", target.name)
+    return actual

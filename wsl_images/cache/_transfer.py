@@ -1,0 +1,398 @@
+"""Fetch one URL into an open file, hashed as the bytes land.
+
+The first request asks for ``bytes=0-``. If the server answers 206, the file is fetched by up to
+``opts.parts`` connections taking pieces in file order (:mod:`._pieces`); the first connection
+runs alone for a moment, and the others open only if it is slower than ``opts.fast_rate``:
+parallel connections multiply a per-connection limited rate (long paths, CDN caps), while on a
+fast link they would only add threads and CPU work. A server that answers 200 gets one resumable
+stream; one that stops honouring ``Range`` midway makes the download restart cleanly from byte 0.
+
+A hasher thread follows the contiguous written prefix and reads it back from the page cache
+while later bytes still arrive (sha256 releases the GIL), so receive, write and hash overlap and
+the digest is ready a moment after the last byte. It also starts write-back every 64 MiB, so the
+fsync before publishing has little left to do.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import re
+import threading
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Protocol
+
+from ._http import (
+    AbortedError,
+    RetriableError,
+    RetriesExhaustedError,
+    TransferOptions,
+    new_session,
+    open_get,
+    retrying,
+    stream_body,
+)
+from ._pieces import Piece, Plan
+
+if TYPE_CHECKING:
+    import requests
+
+__all__ = ["Bar", "fetch"]
+
+log = logging.getLogger(__name__)
+
+_HASH_READ = 8 << 20
+_HASH_MIN = 4 << 20
+_SYNC_EVERY = 64 << 20
+_UNKNOWN = 1 << 62  # the size of a body whose length was not announced
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+_EMPTY_SHA256 = hashlib.sha256().hexdigest()
+
+
+class Bar(Protocol):
+    """The part of tqdm we use: one bar per file, reset when a download starts over."""
+
+    def update(self, n: float | None = 1) -> bool | None: ...
+
+    def reset(self, total: float | None = None) -> None: ...
+
+
+class _RestartError(Exception):
+    """The server answered a ranged request with the whole file (200): start over with it."""
+
+    def __init__(self, response: requests.Response, cause: str) -> None:
+        super().__init__(f"the server ignored Range after: {cause}")
+        self.response, self.cause = response, cause
+
+
+def fetch(url: str, fd: int, opts: TransferOptions, bar: Bar) -> str:
+    """Download ``url`` into ``fd`` (an empty file); return the sha256 hex digest."""
+    session = new_session()
+    resp = retrying(lambda: _probe(session, url, opts), url=url, opts=opts)
+    restarts = 0
+    while True:
+        try:
+            return _Transfer(url, fd, opts, bar, session).run(resp)
+        except _RestartError as restart:
+            # Each restart throws away what arrived: it counts against the retry budget.
+            restarts += 1
+            if restarts > opts.retries:
+                restart.response.close()
+                msg = (
+                    f"Download of {url!r} failed after {opts.retries} retries: the server ignores "
+                    f"Range requests, so each drop restarts the file; the last: {restart.cause}"
+                )
+                raise RetriesExhaustedError(msg) from restart
+            log.info("%s ignored a Range request: restarting from byte 0", url)
+            os.ftruncate(fd, 0)
+            resp = restart.response
+
+
+def _probe(session: requests.Session, url: str, opts: TransferOptions) -> requests.Response:
+    """The first request, for the whole file: a 206 says ranges work and gives the size."""
+    resp = open_get(session, url, opts, 0, None)
+    if resp.status_code == 206:
+        try:
+            content_range(resp, 0)
+        except RetriableError:
+            resp.close()
+            raise
+    return resp
+
+
+class _Transfer:
+    """One attempt at the whole file, from a first response at byte 0."""
+
+    def __init__(
+        self, url: str, fd: int, opts: TransferOptions, bar: Bar, session: requests.Session
+    ) -> None:
+        self.url, self.fd, self.opts, self.bar, self.session = url, fd, opts, bar, session
+        self.abort = threading.Event()
+        self.ranged = False  # the server honours Range: pieces can be handed to helpers
+        self.plan = Plan(_UNKNOWN, piece_size=_UNKNOWN, min_piece=opts.min_piece)
+        self.received = 0
+        self.helpers = False  # other connections take pieces: ask for closed ranges only
+        self.last_failure = ""
+        self.finished = False
+        self.syncing: threading.Thread | None = None
+
+    def run(self, resp: requests.Response) -> str:
+        if resp.status_code == 416:  # nothing at offset 0: the file is empty
+            resp.close()
+            return _EMPTY_SHA256
+        total = self._size(resp)
+        if total is not None:
+            reserve(self.fd, total)
+            # About four pieces per connection: the last ones are small and end together.
+            size = max(
+                self.opts.min_piece, min(self.opts.part_size, total // (4 * self.opts.parts))
+            )
+            self.plan = Plan(
+                total,
+                piece_size=size if self.ranged else total,
+                min_piece=self.opts.min_piece,
+                min_split_s=self.opts.min_split_s,
+            )
+        self.bar.reset(total=total)
+        with self.plan.cond:
+            first = self.plan.take()
+        if first is None:  # an empty body announced with Content-Length: 0
+            resp.close()
+            return _EMPTY_SHA256
+        workers = self.opts.parts if self.ranged else 1
+        with ThreadPoolExecutor(workers + 1, thread_name_prefix="wsl-images-dl") as pool:
+            hasher = pool.submit(self._hash)
+            futures = [pool.submit(self._worker, self.session, first, resp)]
+            try:
+                if workers > 1 and self._first_is_slow(futures):
+                    self.helpers = True
+                    futures += [
+                        pool.submit(self._worker, new_session(), None, None)
+                        for _ in range(workers - 1)
+                    ]
+                self._wait(futures)
+                with self.plan.cond:
+                    self._finish()
+                digest = hasher.result()
+            except BaseException:  # a failure, or Ctrl-C: stop every thread, then report
+                self._stop()
+                raise
+        if self.syncing is not None:
+            self.syncing.join()
+        return digest
+
+    def _size(self, resp: requests.Response) -> int | None:
+        """The file's size from the first response (None: not announced)."""
+        if resp.status_code == 206:
+            self.ranged = True
+            return content_range(resp, 0)[2]
+        length = resp.headers.get("Content-Length")
+        return int(length) if length is not None else None
+
+    def _first_is_slow(self, futures: list[Future[None]]) -> bool:
+        """Watch the first connection every ``opts.ramp_s``: True (open the others) as soon as
+        a window is below ``opts.fast_rate``; False if it finishes alone."""
+        seen = 0
+        while True:
+            with self.plan.cond:
+                worth = self.plan.work_left() >= 2 * self.opts.min_piece
+            if not worth:
+                return False
+            if self.opts.ramp_s <= 0:
+                return True
+            done, _ = wait(futures, timeout=self.opts.ramp_s, return_when=FIRST_EXCEPTION)
+            if done:
+                return False
+            received = self.received
+            if received - seen < self.opts.fast_rate * self.opts.ramp_s:
+                log.debug(
+                    "%s: %.0f B/s on one connection: opening helpers", self.url, received - seen
+                )
+                return True
+            seen = received
+
+    def _wait(self, futures: list[Future[None]]) -> None:
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        errors = [f.exception() for f in done if f.exception() is not None]
+        if errors:
+            self._stop()
+            wait(futures)
+            errors = [f.exception() for f in futures if f.exception() is not None]
+            # Report the real failure, not the AbortedError of the parts that were stopped.
+            raise next(e for e in errors if not isinstance(e, AbortedError))  # type: ignore[misc]
+
+    def _finish(self) -> None:
+        """All bytes are in: fix the size of a body whose length was not announced."""
+        plan = self.plan
+        if plan.total == _UNKNOWN:
+            piece = plan.pieces[0]
+            plan.total = plan.next = piece.end = piece.written
+        if not plan.done():  # pragma: no cover - every worker ended without an error
+            msg = f"download of {self.url!r} ended with bytes missing"
+            raise RetriableError(msg)
+        self.finished = True
+        plan.cond.notify_all()
+
+    def _stop(self) -> None:
+        self.abort.set()
+        with self.plan.cond:
+            self.plan.cond.notify_all()
+
+    def _worker(
+        self, session: requests.Session, piece: Piece | None, resp: requests.Response | None
+    ) -> None:
+        """Fetch ``piece`` (on ``resp`` if given), then take pieces until none is left."""
+        while True:
+            if piece is None:
+                with self.plan.cond:
+                    piece = self.plan.take()
+                if piece is None:
+                    return
+            self._fetch(session, piece, resp)
+            piece, resp = None, None
+
+    def _fetch(
+        self, session: requests.Session, piece: Piece, resp: requests.Response | None
+    ) -> None:
+        def attempt() -> None:
+            nonlocal resp
+            r, resp = resp, None
+            try:
+                if r is None:
+                    with self.plan.cond:
+                        start, last = piece.written, piece.end - 1
+                        # Alone, ask for the rest of the file: one response, no gaps to refill.
+                        alone = not self.helpers and piece.end == self.plan.next
+                    if start > last:  # finished, or cut to what arrived before the failure
+                        return
+                    open_end = not self.ranged or alone
+                    r = open_get(session, self.url, self.opts, start, None if open_end else last)
+                expected = self._align(r, piece)
+                if expected != 0:
+                    self._receive(r, piece, expected)
+            except _RestartError:
+                r = None  # handed over: the restart reads it
+                raise
+            except RetriableError as exc:
+                self.last_failure = str(exc)
+                raise
+            finally:
+                if r is not None:
+                    r.close()  # closes the connection if the body was not read to the end
+
+        retrying(
+            attempt,
+            url=self.url,
+            opts=self.opts,
+            progress=lambda: piece.written,
+            abort=self.abort,
+            reached=True,
+        )
+
+    def _align(self, resp: requests.Response, piece: Piece) -> int | None:
+        """Bytes ``resp`` carries from ``piece.written`` on (None: unknown), after checking that
+        they are the ones asked for; 0 when everything is already here."""
+        if resp.status_code == 416 and not self.ranged and piece.written > 0:
+            # All bytes of a body of unknown length arrived, and the resume asked past the end.
+            match = re.fullmatch(r"bytes \*/(\d+)", resp.headers.get("Content-Range", ""))
+            if match is None or int(match[1]) == piece.written:
+                piece.end = piece.written
+                return 0
+        if resp.status_code == 416:
+            raise RetriableError("416 Range Not Satisfiable for a range inside the file")
+        if resp.status_code == 200:
+            if piece.written > 0 or self.ranged:
+                raise _RestartError(resp, self.last_failure or "a ranged request")
+            length = resp.headers.get("Content-Length")
+            return int(length) if length is not None else None
+        known = None if self.plan.total == _UNKNOWN else self.plan.total
+        first, last, size = content_range(resp, piece.written, known)
+        if not self.ranged:  # a single stream resumed with Range: now the size is known
+            self.plan.total = self.plan.next = piece.end = size
+        return last - first + 1
+
+    def _receive(self, resp: requests.Response, piece: Piece, expected: int | None) -> None:
+        with self.plan.cond:
+            extendable = self.ranged and piece.written + (expected or 0) == self.plan.total
+        view_ok = stream_body(
+            resp,
+            self.opts,
+            lambda data: self._write(piece, data, extendable),
+            expected,
+            self.abort,
+        )
+        with self.plan.cond:
+            short = view_ok and self.ranged and piece.written < piece.end
+        if short:  # pragma: no cover - stream_body checks the announced length
+            msg = f"response ended at byte {piece.written}, before {piece.end}"
+            raise RetriableError(msg)
+
+    def _write(self, piece: Piece, data: bytes, extendable: bool) -> bool:
+        """Write received bytes at their place; False (stop reading) once the piece is done."""
+        view = memoryview(data)
+        while view:
+            with self.plan.cond:
+                offset, count = self.plan.claim(piece, len(view), extendable=extendable)
+            if count == 0:
+                return False
+            pwrite_all(self.fd, view[:count], offset)
+            with self.plan.cond:
+                piece.written += count
+                self.received += count
+                self.plan.cond.notify_all()
+            self.bar.update(count)
+            view = view[count:]
+        return True
+
+    def _hash(self) -> str:
+        digest = hashlib.sha256()
+        buf = bytearray(_HASH_READ)  # reused: no fresh pages to fault in for every read
+        view = memoryview(buf)
+        hashed = 0
+        cond = self.plan.cond
+        while True:
+            with cond:
+                # Wait for a few MiB (or the end) rather than waking for every small write.
+                while (frontier := self.plan.frontier()) - hashed < _HASH_MIN:
+                    if self.abort.is_set():
+                        raise AbortedError
+                    if self.finished:
+                        break
+                    cond.wait(0.5)
+                if self.finished and frontier == hashed:
+                    return digest.hexdigest()
+            while hashed < frontier:
+                n = os.preadv(self.fd, [view[: min(_HASH_READ, frontier - hashed)]], hashed)
+                digest.update(view[:n])  # releases the GIL: runs beside the receiving threads
+                hashed += n
+                if hashed % _SYNC_EVERY < n:
+                    self._write_back()
+
+    def _write_back(self) -> None:
+        """Flush written pages in the background, so the fsync before publishing is short."""
+        if self.syncing is None or not self.syncing.is_alive():
+            self.syncing = threading.Thread(target=os.fdatasync, args=(self.fd,), daemon=True)
+            self.syncing.start()
+
+
+def content_range(
+    resp: requests.Response, start: int, total: int | None = None
+) -> tuple[int, int, int]:
+    """(first, last, total) of a 206 that must begin at ``start``, match its Content-Length and
+    (when known) the total size seen before: a file replaced on the server mid-download fails."""
+    match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
+    length = resp.headers.get("Content-Length")
+    if match is None:
+        msg = f"206 without a usable Content-Range ({resp.headers.get('Content-Range')})"
+        raise RetriableError(msg)
+    first, last, size = map(int, match.groups())
+    if first != start or last >= size or (length is not None and int(length) != last - first + 1):
+        msg = f"206 for bytes {start}- answered Content-Range {match.group(0)}, length {length}"
+        raise RetriableError(msg)
+    if total is not None and size != total:
+        msg = f"the file changed on the server during the download ({total} -> {size} bytes)"
+        raise RetriableError(msg)
+    return first, last, size
+
+
+def reserve(fd: int, total: int) -> None:
+    """Check and reserve the space up front, so a full disk fails before any byte is fetched."""
+    st = os.fstatvfs(fd)
+    free = st.f_bavail * st.f_frsize
+    if total > free:
+        raise OSError(errno.ENOSPC, f"{total} bytes needed, {free} free")
+    try:
+        os.posix_fallocate(fd, 0, total)
+    except OSError as exc:  # unsupported here (some network filesystems): writes will tell
+        if exc.errno == errno.ENOSPC:
+            raise
+    except AttributeError:  # pragma: no cover - not on every platform
+        pass
+
+
+def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
