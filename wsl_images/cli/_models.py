@@ -1,14 +1,15 @@
-"""``list`` and ``info``: what the registry knows."""
+"""``list`` and ``info``: what the registry knows. Pure data: no torch, no torchvision."""
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
-from ..cache import get_cache_dir
 from ..docs import info_lines
 from ..registry import get_weights, list_models
 
-__all__ = ["listing", "register"]
+__all__ = ["cache_folder", "listing", "register"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -16,13 +17,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. '*_swsl'")
     p.set_defaults(func=_list)
     p = sub.add_parser("info", help="everything the registry knows about one model")
-    p.add_argument("name")
+    p.add_argument("name", help="model name or alias (timm's or a legacy name)")
     p.set_defaults(func=_info)
+
+
+def cache_folder() -> Path:
+    """The cache folder, as ``wsl_images.cache.get_cache_dir()`` finds it, without torch.
+
+    ``$WSL_IMAGES_CACHE``, else torch.hub's ``get_dir()/checkpoints`` (``$TORCH_HOME/hub``,
+    ``$TORCH_HOME`` defaulting to ``$XDG_CACHE_HOME/torch``, that to ``~/.cache/torch``).
+    Importing the cache today imports torch; a test holds the two equal.
+    """
+    env = os.environ.get("WSL_IMAGES_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    torch_home = os.path.expanduser(os.environ.get("TORCH_HOME", os.path.join(xdg, "torch")))
+    return Path(torch_home) / "hub" / "checkpoints"
 
 
 def listing(pattern: str | None = None) -> list[str]:
     """The lines of ``wsl-images list``: a header, then one row per model."""
-    folder = get_cache_dir()
+    folder = cache_folder()
     lines = [f"{'model':<24} {'params':>13} {'GFLOPs':>6} {'top-1':>6} {'top-5':>6}  cached"]
     for name in list_models(pattern):
         w = get_weights(name)
@@ -40,9 +56,8 @@ def _list(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     w = get_weights(args.name)
-    folder = get_cache_dir()
     print(w.name)
     print("\n".join(info_lines(w)))
-    cached = folder / w.filename
+    cached = cache_folder() / w.filename
     print(f"Cached: {cached if cached.is_file() else 'no'}")
     return 0
