@@ -158,6 +158,8 @@ def _embed(args: argparse.Namespace) -> int:
         raise InvalidInputError(msg)
 
     def body(ctx: Context, clf: Classifier, paths: list[str]) -> int:
+        import numpy as np
+
         outcomes = clf.stream_embeddings(paths, context=ctx)
         if not ctx.is_main:
             return _drain(outcomes)
@@ -167,8 +169,6 @@ def _embed(args: argparse.Namespace) -> int:
                 index = str(Path(args.output).with_suffix(".jsonl"))
                 out = stack.enter_context(open_output(index))
                 tmp = stack.enter_context(atomic_file(args.output))
-                import numpy as np
-
                 width = clf.weights.arch.num_features
                 matrix = np.lib.format.open_memmap(
                     tmp.path, mode="w+", dtype=np.float32, shape=(len(paths), width)
