@@ -243,3 +243,25 @@ def test_frozen_batchnorm_backbone(served: Served, state18: dict[str, torch.Tens
     model = get_model("resnet18_ssl", checkpoint_path=files["zip"], norm_layer=FrozenBatchNorm2d)
     assert isinstance(model.bn1, FrozenBatchNorm2d)
     assert torch.equal(model.bn1.running_var, state18["bn1.running_var"])
+
+
+def test_cache_dir_keyword_keeps_downloads_there(
+    served: Served,
+    register_file: Callable[[str, str], None],
+    isolated_cache: Path,
+    tmp_path: Path,
+) -> None:
+    server, files = served
+    register_file("resnet18_ssl", f"{server.url}/{files['zip'].name}")
+    other = tmp_path / "other"
+    wsl_images.resnet18_ssl(progress=False, cache_dir=other)  # type: ignore[attr-defined]
+    assert (other / files["zip"].name).is_file()
+    requests = server.requests[f"/{files['zip'].name}"]
+    clf = wsl_images.Classifier("ssl_resnet18", progress=False, cache_dir=other, workers=0)
+    assert clf.name == "resnet18_ssl"
+    assert server.requests[f"/{files['zip'].name}"] == requests  # found in `other`
+    url = f"{server.url}/{files['legacy'].name}"
+    torch.hub.load(str(REPO), "resnet18_swsl", source="local", checkpoint_path=url, cache_dir=other)
+    assert (other / files["legacy"].name).is_file()
+    assert not (isolated_cache / files["zip"].name).exists()
+    assert not (isolated_cache / files["legacy"].name).exists()

@@ -13,7 +13,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from wsl_images import Classifier
 from wsl_images.errors import ImageDecodeError, InvalidInputError
 from wsl_images.images import load_image
-from wsl_images.registry import eval_transforms
+from wsl_images.registry import get_weights
 
 Served = tuple[FileServer, dict[str, Path]]
 
@@ -33,9 +33,10 @@ def _reference(clf: Classifier, images: list[Path]) -> tuple[torch.Tensor, torch
     """Features and probabilities the plain way: eval transforms, one image per forward."""
     model = clf.model.float().to(memory_format=torch.contiguous_format)
     head, model.fc = model.fc, torch.nn.Identity()
+    preprocess = get_weights("resnet18_ssl").transforms()
     try:
         with torch.inference_mode():
-            x = torch.stack([eval_transforms()(load_image(p)) for p in images])
+            x = torch.stack([preprocess(load_image(p)) for p in images])
             feats = model(x)
             return feats, head(feats).softmax(1)
     finally:

@@ -2,11 +2,17 @@
 
 >>> import wsl_images
 >>> model = wsl_images.get_model("resnext101_32x8d_wsl").eval()
+
+Importing the package is cheap: the registry and the errors are plain Python, and everything
+that needs torch (models, the cache, Classifier, export, the 16 entrypoints) is imported on
+first use (PEP 562), so ``wsl-images list`` never waits for torch.
 """
 
 from __future__ import annotations
 
-from .cache import BadFile, CacheEntry, clear_cache, download, scan_cache, verify_cache
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     CheckpointError,
     DownloadError,
@@ -20,16 +26,32 @@ from .errors import (
     UnreachableError,
     WslImagesError,
 )
-from .export import export_model
-from .features import FeatureExtractor, FeatureInfo
-from .models import entrypoints, get_model
-from .predict import Classifier
 from .registry import Weights, get_weights, list_models
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
+    from .cache import BadFile, CacheEntry, clear_cache, download, scan_cache, verify_cache
+    from .export import export_model
+    from .features import FeatureExtractor, FeatureInfo
+    from .models import entrypoints, get_model
+    from .predict import Classifier
 
 __version__ = "0.1.0"
 
-# The 16 entrypoints (resnext101_32x8d_wsl, ...) are generated from the registry.
-globals().update(entrypoints())
+# Public name -> the module that defines it, imported on first access.
+_LAZY = {
+    "BadFile": "cache",
+    "CacheEntry": "cache",
+    "Classifier": "predict",
+    "FeatureExtractor": "features",
+    "FeatureInfo": "features",
+    "clear_cache": "cache",
+    "download": "cache",
+    "entrypoints": "models",
+    "export_model": "export",
+    "get_model": "models",
+    "scan_cache": "cache",
+    "verify_cache": "cache",
+}
 
 __all__ = [
     "BadFile",
@@ -57,7 +79,25 @@ __all__ = [
     "get_model",
     "get_weights",
     "list_models",
-    *sorted(entrypoints()),
+    # The 16 entrypoints (resnext101_32x8d_wsl, ...), generated from the registry.
+    *list_models(),
     "scan_cache",
     "verify_cache",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a lazy public name (or one of the 16 entrypoints) on first access."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    elif name in list_models():
+        value = importlib.import_module(".models", __name__).entrypoints()[name]
+    else:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    globals()[name] = value  # later accesses skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

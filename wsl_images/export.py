@@ -4,8 +4,9 @@ Safety model (pooch's): everything is written into a temporary folder beside the
 (:func:`wsl_images.atomic.atomic_folder`), loaded back and compared there, and only moved into
 place once it matched, so a failed export leaves no half-written file and a killed one's folder is
 removed by the next write into that folder. ONNX uses torch's default (dynamo-based)
-exporter; weights of models over about 1.5 GB go to ``FILE.data`` beside ``FILE`` (protobuf's
-2 GB limit), which is moved together with it.
+exporter, with a dynamic batch dimension unless ``dynamic_batch=False``; weights of models over
+about 1.5 GB go to ``FILE.data`` beside ``FILE`` (protobuf's 2 GB limit), moved together with it.
+torch is imported inside the functions, so the CLI's parser can read this module's defaults.
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ import importlib.util
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Literal
 
 from .atomic import atomic_folder
 from .errors import ExportError, InvalidInputError, MissingDependencyError
-from .models import get_model
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 __all__ = ["ATOL", "FORMATS", "RTOL", "ExportResult", "export_model"]
 
@@ -37,9 +39,11 @@ ATOL = 1e-3
 RTOL = 1e-3
 _ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
 _EXTERNAL_DATA_BYTES = 1536 * 1024**2  # torch's own threshold for ONNX external data
-# A static ONNX graph takes batches of 1 (the usual deployment); a dynamic one is traced with 2
-# (torch.export specialises a dimension of size 1) and checked with 3, a size it never saw.
-_STATIC_BATCH, _TRACE_BATCH, _CHECK_BATCH = 1, 2, 3
+# (trace batch, check batches). A dynamic ONNX graph is traced with 2 (torch.export specialises
+# a dimension of size 1) and checked with 1 and 3, two sizes it never saw; a static one takes
+# batches of exactly 1. TorchScript traces of these models accept any batch: traced with 2,
+# checked with 3.
+_ONNX_DYNAMIC, _ONNX_STATIC, _TORCHSCRIPT = (2, (1, 3)), (1, (1,)), (2, (3,))
 
 
 @dataclass(frozen=True)
@@ -48,10 +52,15 @@ class ExportResult:
 
     path: Path
     format: Format
-    batch_size: int  # of the random batch the check ran on
-    max_abs_diff: float
+    batch_sizes: tuple[int, ...]  # of the random batches the check ran on
+    max_abs_diff: float  # over all of them
     atol: float
     rtol: float
+
+    @property
+    def batch_size(self) -> int:
+        """The largest batch checked (the one field before batch_sizes existed)."""
+        return max(self.batch_sizes)
 
 
 def export_model(
@@ -61,7 +70,7 @@ def export_model(
     format: Format = "onnx",
     checkpoint_path: str | os.PathLike[str] | None = None,
     num_classes: int = 1000,
-    dynamic_batch: bool = False,
+    dynamic_batch: bool = True,
     image_size: int = 224,
     atol: float = ATOL,
     rtol: float = RTOL,
@@ -71,9 +80,14 @@ def export_model(
 
     The file is loaded back (ONNX Runtime / ``torch.jit.load``), run on a random batch and
     compared with PyTorch; :class:`ExportError` if any logit is off by more than
-    ``atol + rtol * |logit|``, and then nothing is written. ``dynamic_batch``: ONNX accepts
-    any batch size (TorchScript always does); otherwise the ONNX model takes batches of 1.
+    ``atol + rtol * |logit|``, and then nothing is written. ``dynamic_batch`` (default): the
+    ONNX model accepts any batch size, checked with two it was not traced with; ``False``: it
+    takes batches of exactly 1. TorchScript always accepts any batch.
     """
+    import torch
+
+    from .models import get_model
+
     if format not in FORMATS:
         msg = f"format {format!r} is not supported; choose one of {', '.join(FORMATS)}."
         raise InvalidInputError(msg)
@@ -86,23 +100,44 @@ def export_model(
     model = get_model(
         name, checkpoint_path=checkpoint_path, num_classes=num_classes, progress=progress
     ).eval()
+    onnx_batches = _ONNX_DYNAMIC if dynamic_batch else _ONNX_STATIC
+    trace_batch, check_batches = onnx_batches if format == "onnx" else _TORCHSCRIPT
     generator = torch.Generator().manual_seed(0)
-    dynamic = dynamic_batch or format == "torchscript"
-    trace_batch, check_batch = (_TRACE_BATCH, _CHECK_BATCH) if dynamic else (_STATIC_BATCH,) * 2
     example = torch.randn(trace_batch, 3, image_size, image_size, generator=generator)
-    check = torch.randn(check_batch, 3, image_size, image_size, generator=generator)
+    checks = [torch.randn(b, 3, image_size, image_size, generator=generator) for b in check_batches]
     with atomic_folder(target) as workdir:
         staged = workdir / target.name
         if format == "onnx":
             _write_onnx(model, example, staged, dynamic_batch=dynamic_batch)
         else:
             _write_torchscript(model, example, staged)
-        got = _run_onnx(staged, check) if format == "onnx" else _run_torchscript(staged, check)
-        with torch.no_grad():
-            expected = model(check)
-        diff = compare_outputs(got, expected, atol=atol, rtol=rtol, what=f"{format} export")
+        run = _onnx_runner(staged) if format == "onnx" else _torchscript_runner(staged)
+        diff = max(_check(model, run, x, atol=atol, rtol=rtol, format=format) for x in checks)
     log.info("Exported %s to %s (max |diff| %.2e)", name, target, diff)
-    return ExportResult(target, format, check_batch, diff, atol, rtol)
+    return ExportResult(target, format, check_batches, diff, atol, rtol)
+
+
+def _check(
+    model: nn.Module,
+    run: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    atol: float,
+    rtol: float,
+    format: Format,
+) -> float:
+    """Run the exported model on ``x`` and compare with PyTorch (see :func:`compare_outputs`)."""
+    import torch
+
+    what = f"{format} export on a batch of {x.shape[0]}"
+    try:
+        got = run(x)
+    except Exception as exc:  # the runtime refused the input: the export is not what we asked
+        msg = f"The {what} failed to run: {exc}. Nothing was written."
+        raise ExportError(msg) from exc
+    with torch.no_grad():
+        expected = model(x)
+    return compare_outputs(got, expected, atol=atol, rtol=rtol, what=what)
 
 
 def compare_outputs(
@@ -139,6 +174,8 @@ def _require_onnx() -> None:
 def _write_onnx(
     model: nn.Module, example: torch.Tensor, path: Path, *, dynamic_batch: bool
 ) -> None:
+    import torch
+
     big = sum(p.numel() * p.element_size() for p in model.parameters()) > _EXTERNAL_DATA_BYTES
     kwargs: dict[str, Any] = {}
     if dynamic_batch:
@@ -161,6 +198,8 @@ def _write_onnx(
 
 
 def _write_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    import torch
+
     # torch.jit is deprecated (FutureWarning) but still the one single-file format that
     # C++/mobile runtimes load; the README recommends ONNX for new deployments.
     with warnings.catch_warnings():
@@ -169,17 +208,31 @@ def _write_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> N
     traced.save(str(path))
 
 
-def _run_onnx(path: Path, x: torch.Tensor) -> torch.Tensor:
+def _onnx_runner(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
     import onnxruntime
+    import torch
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    return torch.from_numpy(out)
+    name = session.get_inputs()[0].name
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        (out,) = session.run(None, {name: x.numpy()})
+        return torch.from_numpy(out)
+
+    return run
 
 
-def _run_torchscript(path: Path, x: torch.Tensor) -> torch.Tensor:
-    with warnings.catch_warnings(), torch.no_grad():
+def _torchscript_runner(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    import torch
+
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         loaded = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
-        out: torch.Tensor = loaded(x)
-    return out
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore", FutureWarning)
+            out: torch.Tensor = loaded(x)
+        return out
+
+    return run

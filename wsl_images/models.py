@@ -1,27 +1,33 @@
-"""Architectures on torchvision's ResNet, ``get_model`` and the 16 generated entrypoints."""
+"""Architectures on torchvision's ResNet, ``get_model`` and the 16 generated entrypoints.
+
+The keywords of ``get_model`` and the entrypoints are explicit, typed and keyword-only (the docs
+list them from :data:`wsl_images.docs.KEYWORDS`); overloads make the return type follow
+``features_only``. ``**kwargs`` is only what goes to torchvision's ResNet.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, Protocol, cast, overload
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from . import cache, loading
 from .channels import RGB, input_conv
 from .docs import docstring
 from .errors import InvalidInputError
 from .features import FeatureExtractor
 from .options import ModelOptions
-from .registry import Architecture, get_weights, list_models
+from .registry import Architecture, Weights, get_weights, list_models
 
-__all__ = ["build_model", "entrypoints", "get_model"]
+__all__ = ["Entrypoint", "build_model", "entrypoints", "get_model"]
 
 _BLOCKS = {"BasicBlock": BasicBlock, "Bottleneck": Bottleneck}
 _IMAGENET_CLASSES = 1000
+PathLike = str | os.PathLike[str]
 
 
 def build_model(
@@ -41,113 +47,230 @@ def build_model(
     return model
 
 
+class _SkipInitOnMeta(TorchFunctionMode):
+    """In-place random/constant init of a meta tensor returns at once.
+
+    A model built on the meta device holds no data, yet torchvision's init loop still runs
+    ``kaiming_normal_`` and friends, which on meta go through torch's Python reference kernels:
+    0.1-0.3 s for a ResNeXt-101, on every load, for values the checkpoint replaces anyway.
+    A mode (not a patch of ``torch.nn.init``) so that it is scoped to this thread and block.
+    """
+
+    _INIT = frozenset(
+        {torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.fill_, torch.Tensor.zero_}
+    )
+
+    def __torch_function__(
+        self,
+        func: Any,
+        types: Any,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        if func in self._INIT and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
 def checkpoint_file(
     name: str,
-    checkpoint_path: str | os.PathLike[str] | None,
+    checkpoint_path: PathLike | None,
     *,
     progress: bool,
     check_hash: bool,
-    cache_dir: str | os.PathLike[str] | None = None,
+    cache_dir: PathLike | None = None,
 ) -> Path:
     """The file to load: the cache's verified, memory-mappable file for the model or a URL, or
     a local ``checkpoint_path`` as it is (read in place, never copied)."""
     text = None if checkpoint_path is None else os.fspath(checkpoint_path)
-    if text is None or text.startswith(("http://", "https://")):
-        return cache.loadable(
-            text or name, progress=progress, check_hash=check_hash, cache_dir=cache_dir
-        )
-    path = Path(text).expanduser()
-    if not path.is_file():
-        msg = f"checkpoint_path {text!r} is not a file (nor an http(s) URL)."
-        raise InvalidInputError(msg)
-    return path
+    if text is not None and not text.startswith(("http://", "https://")):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            msg = f"checkpoint_path {text!r} is not a file (nor an http(s) URL)."
+            raise InvalidInputError(msg)
+        return path
+    # Imported here: the cache is needed only when weights are fetched, so a model without
+    # weights, or from a local file, never touches it.
+    from . import cache
+
+    return cache.loadable(
+        text or name, progress=progress, check_hash=check_hash, cache_dir=cache_dir
+    )
 
 
-@overload
-def get_model(name: str, *, features_only: Literal[True], **kwargs: Any) -> FeatureExtractor: ...
-@overload
-def get_model(name: str, *, features_only: Literal[False] = ..., **kwargs: Any) -> ResNet: ...
+# fmt: off
 @overload
 def get_model(
-    name: str, *, features_only: bool, **kwargs: Any
-) -> ResNet | FeatureExtractor: ...  # a flag known only at run time
+    name: str, *, pretrained: bool = ..., progress: bool = ..., num_classes: int = ...,
+    checkpoint_path: PathLike | None = ..., check_hash: bool = ...,
+    cache_dir: PathLike | None = ..., features_only: Literal[False] = ...,
+    out_indices: None = ..., in_chans: int = ...,
+    dtype: torch.dtype | None = ..., device: str | torch.device | None = ..., **kwargs: Any,
+) -> ResNet: ...
+@overload
+def get_model(
+    name: str, *, pretrained: bool = ..., progress: bool = ..., num_classes: int = ...,
+    checkpoint_path: PathLike | None = ..., check_hash: bool = ...,
+    cache_dir: PathLike | None = ..., features_only: Literal[True],
+    out_indices: Sequence[int] | None = ..., in_chans: int = ...,
+    dtype: torch.dtype | None = ..., device: str | torch.device | None = ..., **kwargs: Any,
+) -> FeatureExtractor: ...
+@overload
+def get_model(  # a features_only flag known only at run time
+    name: str, *, pretrained: bool = ..., progress: bool = ..., num_classes: int = ...,
+    checkpoint_path: PathLike | None = ..., check_hash: bool = ...,
+    cache_dir: PathLike | None = ..., features_only: bool,
+    out_indices: Sequence[int] | None = ..., in_chans: int = ...,
+    dtype: torch.dtype | None = ..., device: str | torch.device | None = ..., **kwargs: Any,
+) -> ResNet | FeatureExtractor: ...
+# fmt: on
 def get_model(
     name: str,
     *,
     pretrained: bool = True,
     progress: bool = True,
-    num_classes: int = _IMAGENET_CLASSES,
+    num_classes: int = 1000,
     checkpoint_path: str | os.PathLike[str] | None = None,
     check_hash: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+    in_chans: int = 3,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
     **kwargs: Any,
 ) -> ResNet | FeatureExtractor:
-    """Model ``name`` as a torchvision ResNet with its released weights (``pretrained=True``).
+    """Model ``name`` (or an alias) as a torchvision ResNet with its released weights.
 
     ``checkpoint_path`` (a local file or an http(s) URL) loads that state dict instead of the
-    registered file, whatever ``pretrained`` says. ``features_only``/``out_indices``,
-    ``in_chans``, ``dtype`` and ``device``: see the README; other keywords go to torchvision's
-    ResNet.
+    registered file, whatever ``pretrained`` says; ``**kwargs`` go to torchvision's ResNet.
+    Every keyword is described in the entrypoints' docstrings (``torch.hub.help``).
     """
     weights = get_weights(name)
     if num_classes < 1:
         msg = f"num_classes must be a positive integer, got {num_classes!r}."
         raise InvalidInputError(msg)
-    opts = ModelOptions.pop_from(kwargs)
+    opts = ModelOptions.checked(
+        features_only=features_only,
+        out_indices=out_indices,
+        in_chans=in_chans,
+        dtype=dtype,
+        device=device,
+    )
     if not pretrained and checkpoint_path is None:
         with torch.device(opts.device or "cpu"):
             model = build_model(
                 weights.arch, num_classes=num_classes, in_chans=opts.in_chans, **kwargs
             )
         return opts.finish(model.to(dtype=opts.dtype))
-    path = checkpoint_file(name, checkpoint_path, progress=progress, check_hash=check_hash)
+    path = checkpoint_file(
+        weights.name,  # not an alias: the cache would resolve (and log) it again
+        checkpoint_path,
+        progress=progress,
+        check_hash=check_hash,
+        cache_dir=cache_dir,
+    )
+    model = _load(weights, path, opts, num_classes, str(checkpoint_path or path), kwargs)
+    return opts.finish(model)
+
+
+def _load(
+    weights: Weights,
+    path: Path,
+    opts: ModelOptions,
+    num_classes: int,
+    source: str,
+    kwargs: dict[str, Any],
+) -> ResNet:
+    """The ResNet of ``weights.arch`` holding the state dict in ``path``."""
+    from . import loading  # only when weights are loaded
+
     state = loading.read_state_dict(path)
     opts.adapt_state(state)
     # Built on the meta device: no memory allocated and no random init that would be discarded;
     # assign=True then makes the loaded (memory-mapped) tensors the parameters themselves.
-    with torch.device("meta"):
+    with torch.device("meta"), _SkipInitOnMeta():
         model = build_model(weights.arch, num_classes=num_classes, in_chans=opts.in_chans, **kwargs)
     fc = state.get("fc.weight")
     new_head = num_classes != _IMAGENET_CLASSES and (fc is None or fc.shape[0] != num_classes)
     loading.assign_state_dict(
-        model,
-        state,
-        source=str(checkpoint_path or path),
-        new_head=new_head,
-        dtype=opts.dtype,
-        device=opts.device,
+        model, state, source=source, new_head=new_head, dtype=opts.dtype, device=opts.device
     )
-    return opts.finish(model)
+    return model
 
 
-def _make_entrypoint(name: str) -> Callable[..., ResNet]:
+class Entrypoint(Protocol):
+    """A generated entrypoint, ``resnet50_swsl(...)``: ``get_model(NAME, ...)``, same keywords."""
+
+    __name__: str
+
+    # fmt: off
+    @overload
+    def __call__(
+        self, *, pretrained: bool = ..., progress: bool = ..., num_classes: int = ...,
+        checkpoint_path: PathLike | None = ..., check_hash: bool = ...,
+        cache_dir: PathLike | None = ..., features_only: Literal[False] = ...,
+        out_indices: None = ..., in_chans: int = ..., dtype: torch.dtype | None = ...,
+        device: str | torch.device | None = ..., **kwargs: Any,
+    ) -> ResNet: ...
+    @overload
+    def __call__(
+        self, *, pretrained: bool = ..., progress: bool = ..., num_classes: int = ...,
+        checkpoint_path: PathLike | None = ..., check_hash: bool = ...,
+        cache_dir: PathLike | None = ..., features_only: Literal[True],
+        out_indices: Sequence[int] | None = ..., in_chans: int = ...,
+        dtype: torch.dtype | None = ..., device: str | torch.device | None = ..., **kwargs: Any,
+    ) -> FeatureExtractor: ...
+    @overload
+    def __call__(
+        self, *, pretrained: bool = ..., progress: bool = ..., num_classes: int = ...,
+        checkpoint_path: PathLike | None = ..., check_hash: bool = ...,
+        cache_dir: PathLike | None = ..., features_only: bool,
+        out_indices: Sequence[int] | None = ..., in_chans: int = ...,
+        dtype: torch.dtype | None = ..., device: str | torch.device | None = ..., **kwargs: Any,
+    ) -> ResNet | FeatureExtractor: ...
+    # fmt: on
+
+
+def _make_entrypoint(name: str) -> Entrypoint:
     def entrypoint(
         *,
         pretrained: bool = True,
         progress: bool = True,
-        num_classes: int = _IMAGENET_CLASSES,
+        num_classes: int = 1000,
         checkpoint_path: str | os.PathLike[str] | None = None,
         check_hash: bool = True,
+        cache_dir: str | os.PathLike[str] | None = None,
+        features_only: bool = False,
+        out_indices: Sequence[int] | None = None,
+        in_chans: int = 3,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
         **kwargs: Any,
-    ) -> ResNet:
-        # Typed for the common case; features_only=True returns get_model's FeatureExtractor.
-        model: ResNet = get_model(
+    ) -> ResNet | FeatureExtractor:
+        return get_model(
             name,
             pretrained=pretrained,
             progress=progress,
             num_classes=num_classes,
             checkpoint_path=checkpoint_path,
             check_hash=check_hash,
+            cache_dir=cache_dir,
+            features_only=features_only,
+            out_indices=out_indices,
+            in_chans=in_chans,
+            dtype=dtype,
+            device=device,
             **kwargs,
         )
-        return model
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = __name__
     entrypoint.__doc__ = docstring(get_weights(name))
-    return entrypoint
+    return cast(Entrypoint, entrypoint)
 
 
-def entrypoints() -> dict[str, Callable[..., ResNet]]:
+def entrypoints() -> dict[str, Entrypoint]:
     """The 16 entrypoint functions, generated from the registry, by name."""
     return dict(_ENTRYPOINTS)
 

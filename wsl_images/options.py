@@ -1,11 +1,10 @@
-"""The train/deploy keywords of ``get_model``: ``features_only``, ``out_indices``, ``in_chans``,
-``dtype``, ``device``. Taken out of ``**kwargs`` here so the rest goes to torchvision's ResNet."""
+"""The train/deploy keywords of ``get_model`` (``features_only``, ``out_indices``, ``in_chans``,
+``dtype``, ``device``): validated together, then applied to the checkpoint and the model."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torchvision.models.resnet import ResNet
@@ -15,8 +14,6 @@ from .errors import InvalidInputError
 from .features import DEFAULT_OUT_INDICES, FeatureExtractor, normalize_indices
 
 __all__ = ["ModelOptions"]
-
-_KEYS = ("features_only", "out_indices", "in_chans", "dtype", "device")
 
 
 @dataclass(frozen=True)
@@ -30,20 +27,27 @@ class ModelOptions:
     device: torch.device | None = None  # None: CPU (memory-mapped where the file allows)
 
     @classmethod
-    def pop_from(cls, kwargs: dict[str, Any]) -> ModelOptions:
-        """Take (and validate) this module's keywords out of ``kwargs``."""
-        given = {k: kwargs.pop(k) for k in _KEYS if k in kwargs}
-        features_only = bool(given.get("features_only", False))
-        if "out_indices" in given and not features_only:
-            msg = f"out_indices={given['out_indices']!r} needs features_only=True."
+    def checked(
+        cls,
+        *,
+        features_only: bool,
+        out_indices: Sequence[int] | None,
+        in_chans: int,
+        dtype: torch.dtype | None,
+        device: str | torch.device | None,
+    ) -> ModelOptions:
+        """The options, validated; :class:`InvalidInputError` names a bad value."""
+        if out_indices is not None and not features_only:
+            msg = f"out_indices={out_indices!r} needs features_only=True."
             raise InvalidInputError(msg)
-        out_indices: Sequence[int] = given.get("out_indices", DEFAULT_OUT_INDICES)
         return cls(
-            features_only=features_only,
-            out_indices=normalize_indices(out_indices),
-            in_chans=check_in_chans(given.get("in_chans", RGB)),
-            dtype=_check_dtype(given.get("dtype")),
-            device=torch.device(given["device"]) if given.get("device") is not None else None,
+            features_only=bool(features_only),
+            out_indices=normalize_indices(
+                DEFAULT_OUT_INDICES if out_indices is None else out_indices
+            ),
+            in_chans=check_in_chans(in_chans),
+            dtype=_check_dtype(dtype),
+            device=torch.device(device) if device is not None else None,
         )
 
     def adapt_state(self, state: dict[str, torch.Tensor]) -> None:

@@ -1,6 +1,7 @@
 """The input side of batched inference: decode and crop in DataLoader workers, in input order.
 
-Workers turn each input (a path, a PIL image or a CHW tensor) into a 224x224 crop, still uint8
+Workers turn each input (a path, a PIL image or a CHW tensor) into a crop (the geometry half of
+:mod:`wsl_images.transforms`, from the registry's preprocessing fields), still uint8
 for decoded files so that 4x fewer bytes cross process boundaries and the host-to-device copy;
 the float conversion and ImageNet normalisation run on the model's device, on whole batches.
 A bad input never raises out of a worker: it becomes an error string carried with its batch.
@@ -17,12 +18,11 @@ from typing import Union
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 
 from .errors import InvalidInputError
 from .images import load_image, to_rgb
 
-__all__ = ["Batch", "ImageInput", "default_workers", "make_loader", "split_transforms"]
+__all__ = ["Batch", "ImageInput", "default_workers", "make_loader"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,17 +43,6 @@ class Batch:
         if self.images is not None:
             self.images = self.images.pin_memory()
         return self
-
-
-def split_transforms(transform: v2.Compose) -> tuple[v2.Compose, v2.Compose]:
-    """(geometry, normalisation): the eval transforms cut before ``ToDtype``.
-
-    The first part (ToImage, Resize, CenterCrop) runs per image in workers, the second
-    (ToDtype, Normalize) on batches on the model's device.
-    """
-    steps = list(transform.transforms)
-    cut = next((i for i, t in enumerate(steps) if isinstance(t, v2.ToDtype)), len(steps))
-    return v2.Compose(steps[:cut]), v2.Compose(steps[cut:])
 
 
 def prepare(image: object, geometry: Transform) -> torch.Tensor:

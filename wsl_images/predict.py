@@ -9,6 +9,7 @@ sharded across ranks and merged on rank 0 (:mod:`wsl_images.distributed`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -17,14 +18,14 @@ from typing import Generic, TypeVar
 
 import torch
 from torchvision.models import ResNet
-from tqdm.auto import tqdm
 
 from .distributed import Context, resolve_device
 from .errors import ImageDecodeError, InvalidInputError
 from .images import expand_paths, load_image
 from .models import get_model
-from .pipeline import ImageInput, default_workers, make_loader, split_transforms
-from .registry import get_weights
+from .pipeline import ImageInput, default_workers, make_loader
+from .registry import DEFAULT_MODEL, get_weights
+from .transforms import geometry, normalization
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -36,9 +37,7 @@ __all__ = [
     "load_image",
 ]
 
-# 82.2 top-1 at 4 GFLOPs and 25M parameters (100 MB): the best accuracy per unit of compute in
-# the zoo, fast enough for a laptop CPU. The README explains the choice.
-DEFAULT_MODEL = "resnext50_32x4d_swsl"
+log = logging.getLogger(__name__)
 _DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 T = TypeVar("T")
 R = TypeVar("R")
@@ -84,8 +83,10 @@ class Classifier:
     forward. ``workers``: DataLoader processes that decode (None: 1 per 4 cores for a CPU model,
     up to 8 for a GPU; 0: decode in this process). ``autocast``: "bfloat16"/"float16" run the
     forward under ``torch.autocast`` (mixed precision, for GPUs; the weights stay float32).
-    ``progress``: download and tqdm bars (on a TTY only). ``dtype=`` is the deprecated spelling
-    of ``autocast=``.
+    ``progress``: download and tqdm bars (on a TTY only). ``cache_dir``: where downloaded
+    weights are kept (default: the cache's, see the README). ``name`` may be an alias
+    (``ig_resnext101_32x8d``, timm's names); ``.name`` is then the model it names.
+    ``dtype=`` is the deprecated spelling of ``autocast=``.
 
     >>> clf = Classifier("resnet50_swsl")
     >>> clf.predict(["cat.jpg"], top_k=3)[0].labels
@@ -101,6 +102,7 @@ class Classifier:
         workers: int | None = None,
         autocast: str | torch.dtype | None = None,
         progress: bool = True,
+        cache_dir: str | os.PathLike[str] | None = None,
         dtype: str | torch.dtype | None = None,
     ) -> None:
         if batch_size < 1:
@@ -109,8 +111,8 @@ class Classifier:
         if workers is not None and workers < 0:
             msg = f"workers must be 0 (decode in this process) or more, got {workers!r}."
             raise InvalidInputError(msg)
-        self.name = name
         self.weights = get_weights(name)
+        self.name = self.weights.name
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self.workers = default_workers(self.device) if workers is None else workers
@@ -125,8 +127,11 @@ class Classifier:
         self.autocast_dtype = _dtype(autocast)
         self.progress = progress
         self.categories: list[str] = self.weights.meta["categories"]
-        self.geometry, self.normalize = split_transforms(self.weights.transforms())
-        model = get_model(name, checkpoint_path=checkpoint_path, progress=progress)
+        self.geometry = geometry(self.weights.preprocessing)
+        self.normalize = normalization(self.weights.preprocessing)
+        model = get_model(
+            self.name, checkpoint_path=checkpoint_path, progress=progress, cache_dir=cache_dir
+        )
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
 
     def predict(self, images: Sequence[ImageInput], top_k: int = 5) -> list[Prediction]:
@@ -194,16 +199,10 @@ class Classifier:
             for i in range(b * self.batch_size, min(len(images), (b + 1) * self.batch_size))
         ]
         local = self._run(images, order, head)
-        bar = tqdm(
-            total=len(images),
-            unit="img",
-            disable=None if self.progress and ctx.is_main else True,
-            dynamic_ncols=True,
-        )
-        with bar:
+        with _progress_bar(len(images), show=self.progress and ctx.is_main) as update:
             for outcomes in ctx.merge(local, count):
                 yield from outcomes
-                bar.update(len(outcomes))
+                update(len(outcomes))
 
     def _classify_head(self, k: int) -> Callable[[torch.Tensor], list[Prediction]]:
         def classify(feats: torch.Tensor) -> list[Prediction]:
@@ -249,6 +248,19 @@ class Classifier:
         with autocast:
             feats = pooled_features(self.model, x).float()
         return head(feats)
+
+
+@contextlib.contextmanager
+def _progress_bar(total: int, *, show: bool) -> Iterator[Callable[[int], object]]:
+    """A tqdm bar's ``update`` (on a TTY only); a no-op without tqdm, which is optional here."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        log.debug("tqdm is not installed: no progress bar")
+        yield lambda n: None
+        return
+    with tqdm(total=total, unit="img", disable=None if show else True, dynamic_ncols=True) as bar:
+        yield bar.update
 
 
 def _collect(outcomes: Iterator[Outcome[T]], images: Sequence[ImageInput]) -> list[T]:

@@ -3,6 +3,10 @@
 Values are those of ../shared/DESIGN.md: parameter counts are exact for torchvision's ResNet of
 that configuration, "published" accuracy is the papers', "re-measured" is timm's independent
 evaluation of the released files.
+
+This module is pure data: it imports neither torch nor torchvision (they load only inside
+``Weights.transforms()`` and ``imagenet_categories()``), so ``wsl-images list``/``info`` start
+instantly.
 """
 
 from __future__ import annotations
@@ -10,24 +14,28 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import functools
+import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import torch
-from torchvision.transforms import InterpolationMode, v2
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import UnknownModelError
 
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
+
 __all__ = [
+    "DEFAULT_MODEL",
     "Architecture",
+    "Preprocessing",
     "Weights",
-    "eval_transforms",
     "get_weights",
     "hash_prefix_of",
     "imagenet_categories",
     "list_models",
 ]
+
+log = logging.getLogger(__name__)
 
 _WSL_BASE = "https://download.pytorch.org/models/"
 _SSL_BASE = "https://dl.fbaipublicfiles.com/semiweaksupervision/model_files/"
@@ -37,6 +45,9 @@ _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LICENSE = "CC-BY-NC 4.0 (non-commercial use only)"
+# 82.2 top-1 at 4 GFLOPs and 25M parameters (100 MB): the best accuracy per unit of compute in
+# the zoo, fast enough for a laptop CPU. The README explains the choice.
+DEFAULT_MODEL = "resnext50_32x4d_swsl"
 
 Regime = Literal["wsl", "ssl", "swsl"]
 
@@ -105,20 +116,27 @@ def imagenet_categories() -> list[str]:
     return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def eval_transforms() -> v2.Compose:
-    """Eval preprocessing: resize 256 (bilinear), center crop 224, ImageNet normalisation.
+@dataclass(frozen=True)
+class Preprocessing:
+    """The eval preprocessing a checkpoint expects; ``transforms()`` and the pipeline use it."""
 
-    Accepts PIL images and CHW tensors (uint8 in [0, 255] or float in [0, 1]).
-    """
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.Resize(256, interpolation=InterpolationMode.BILINEAR, antialias=True),
-            v2.CenterCrop(224),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
-        ]
-    )
+    resize: int = 256  # the shorter side is resized to this, keeping the aspect ratio
+    crop: int = 224  # then the center crop x crop is the model's input
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"  # of the resize
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # per RGB channel, of values in [0, 1]
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @property
+    def text(self) -> str:
+        """One line for people, e.g. in ``info`` and the docstrings."""
+        return (
+            f"resize {self.resize} ({self.interpolation}), center crop {self.crop}, "
+            f"mean {self.mean}, std {self.std}"
+        )
+
+
+# The papers' eval recipe, the same for all 16 models.
+_EVAL = Preprocessing()
 
 
 @dataclass(frozen=True)
@@ -137,6 +155,10 @@ class Weights:
     top5_remeasured: float
     file_size: int | None = None  # bytes, where published
     known_issue: str | None = None
+    # Other names users know: timm's current name (the one with a "."), then the legacy names
+    # of timm and older hubs. Each resolves to this row; no two rows share one.
+    aliases: tuple[str, ...] = ()
+    preprocessing: Preprocessing = _EVAL
 
     @property
     def filename(self) -> str:
@@ -151,6 +173,11 @@ class Weights:
             msg = f"registered file {self.filename!r} has no hash in its name"
             raise ValueError(msg)
         return prefix
+
+    @property
+    def timm_name(self) -> str | None:
+        """timm's name of these weights (None where timm has no model for them)."""
+        return next((a for a in self.aliases if "." in a), None)
 
     @property
     def paper(self) -> str:
@@ -178,12 +205,16 @@ class Weights:
             "known_issue": self.known_issue,
             "architecture": self.arch.title,
             "num_features": self.arch.num_features,
-            "min_size": (224, 224),
+            "min_size": (self.preprocessing.crop, self.preprocessing.crop),
+            "timm_name": self.timm_name,
+            "aliases": list(self.aliases),
         }
 
     def transforms(self) -> v2.Compose:
-        """The eval preprocessing these weights expect."""
-        return eval_transforms()
+        """The eval preprocessing these weights expect (PIL images, uint8 or float tensors)."""
+        from .transforms import eval_transforms
+
+        return eval_transforms(self.preprocessing)
 
 
 _SWSL_32X16_ISSUE = (
@@ -191,52 +222,73 @@ _SWSL_32X16_ISSUE = (
     "was saved incorrectly, and it was never fixed"
 )
 
+# Aliases: timm's current names (huggingface/pytorch-image-models, timm/models/resnet.py) and
+# the legacy names timm deprecated. timm maps ig_resnext101_32x16d/32x32d/32x48d to the 32x8d
+# weights and has no 32x48d model; here every name gets the model it names.
 # fmt: off
 _TABLE: tuple[Weights, ...] = (
     Weights("resnext101_32x8d_wsl", _X101_32X8, _WSL_BASE + "ig_resnext101_32x8-c38310e5.pth",
-            "wsl", 88_791_336, 16, 82.2, 96.4, 82.720, 96.624, 356_056_638),
+            "wsl", 88_791_336, 16, 82.2, 96.4, 82.720, 96.624, 356_056_638,
+            aliases=("resnext101_32x8d.fb_wsl_ig1b_ft_in1k", "ig_resnext101_32x8d")),
     Weights("resnext101_32x16d_wsl", _X101_32X16, _WSL_BASE + "ig_resnext101_32x16-c6f796b0.pth",
-            "wsl", 194_026_792, 36, 84.2, 97.2, 84.166, 97.192, 777_518_664),
+            "wsl", 194_026_792, 36, 84.2, 97.2, 84.166, 97.192, 777_518_664,
+            aliases=("resnext101_32x16d.fb_wsl_ig1b_ft_in1k", "ig_resnext101_32x16d")),
     Weights("resnext101_32x32d_wsl", _X101_32X32, _WSL_BASE + "ig_resnext101_32x32-e4b90b00.pth",
-            "wsl", 468_530_472, 87, 85.1, 97.5, 85.090, 97.442, 1_876_573_776),
+            "wsl", 468_530_472, 87, 85.1, 97.5, 85.090, 97.442, 1_876_573_776,
+            aliases=("resnext101_32x32d.fb_wsl_ig1b_ft_in1k", "ig_resnext101_32x32d")),
     Weights("resnext101_32x48d_wsl", _X101_32X48, _WSL_BASE + "ig_resnext101_32x48-3e41cc8a.pth",
-            "wsl", 828_411_176, 153, 85.4, 97.6, 85.436, 97.576, 3_317_136_976),
+            "wsl", 828_411_176, 153, 85.4, 97.6, 85.436, 97.576, 3_317_136_976,
+            aliases=("ig_resnext101_32x48d",)),
     Weights("resnet18_ssl", _R18, _SSL_BASE + "semi_supervised_resnet18-d92f0530.pth",
-            "ssl", 11_689_512, 2, 72.8, 91.5, 72.636, 91.416),
+            "ssl", 11_689_512, 2, 72.8, 91.5, 72.636, 91.416,
+            aliases=("resnet18.fb_ssl_yfcc100m_ft_in1k", "ssl_resnet18")),
     Weights("resnet50_ssl", _R50, _SSL_BASE + "semi_supervised_resnet50-08389792.pth",
-            "ssl", 25_557_032, 4, 79.3, 94.9, 79.252, 94.826),
+            "ssl", 25_557_032, 4, 79.3, 94.9, 79.252, 94.826,
+            aliases=("resnet50.fb_ssl_yfcc100m_ft_in1k", "ssl_resnet50")),
     Weights("resnext50_32x4d_ssl", _X50_32X4,
             _SSL_BASE + "semi_supervised_resnext50_32x4-ddb3e555.pth",
-            "ssl", 25_028_904, 4, 80.3, 95.4, 80.316, 95.386),
+            "ssl", 25_028_904, 4, 80.3, 95.4, 80.316, 95.386,
+            aliases=("resnext50_32x4d.fb_ssl_yfcc100m_ft_in1k", "ssl_resnext50_32x4d")),
     Weights("resnext101_32x4d_ssl", _X101_32X4,
             _SSL_BASE + "semi_supervised_resnext101_32x4-dc43570a.pth",
-            "ssl", 44_177_704, 8, 81.0, 95.7, 80.936, 95.732),
+            "ssl", 44_177_704, 8, 81.0, 95.7, 80.936, 95.732,
+            aliases=("resnext101_32x4d.fb_ssl_yfcc100m_ft_in1k", "ssl_resnext101_32x4d")),
     Weights("resnext101_32x8d_ssl", _X101_32X8,
             _SSL_BASE + "semi_supervised_resnext101_32x8-2cfe2f8b.pth",
-            "ssl", 88_791_336, 16, 81.7, 96.1, 81.620, 96.036),
+            "ssl", 88_791_336, 16, 81.7, 96.1, 81.620, 96.036,
+            aliases=("resnext101_32x8d.fb_ssl_yfcc100m_ft_in1k", "ssl_resnext101_32x8d")),
     Weights("resnext101_32x16d_ssl", _X101_32X16,
             _SSL_BASE + "semi_supervised_resnext101_32x16-15fffa57.pth",
-            "ssl", 194_026_792, 36, 81.9, 96.2, 81.856, 96.084),
+            "ssl", 194_026_792, 36, 81.9, 96.2, 81.856, 96.084,
+            aliases=("resnext101_32x16d.fb_ssl_yfcc100m_ft_in1k", "ssl_resnext101_32x16d")),
     Weights("resnet18_swsl", _R18, _SSL_BASE + "semi_weakly_supervised_resnet18-118f1556.pth",
-            "swsl", 11_689_512, 2, 73.4, 91.9, 73.286, 91.754),
+            "swsl", 11_689_512, 2, 73.4, 91.9, 73.286, 91.754,
+            aliases=("resnet18.fb_swsl_ig1b_ft_in1k", "swsl_resnet18")),
     Weights("resnet50_swsl", _R50, _SSL_BASE + "semi_weakly_supervised_resnet50-16a12f1b.pth",
-            "swsl", 25_557_032, 4, 81.2, 96.0, 81.146, 95.980),
+            "swsl", 25_557_032, 4, 81.2, 96.0, 81.146, 95.980,
+            aliases=("resnet50.fb_swsl_ig1b_ft_in1k", "swsl_resnet50")),
     Weights("resnext50_32x4d_swsl", _X50_32X4,
             _SSL_BASE + "semi_weakly_supervised_resnext50_32x4-72679e44.pth",
-            "swsl", 25_028_904, 4, 82.2, 96.3, 82.162, 96.224),
+            "swsl", 25_028_904, 4, 82.2, 96.3, 82.162, 96.224,
+            aliases=("resnext50_32x4d.fb_swsl_ig1b_ft_in1k", "swsl_resnext50_32x4d")),
     Weights("resnext101_32x4d_swsl", _X101_32X4,
             _SSL_BASE + "semi_weakly_supervised_resnext101_32x4-3f87e46b.pth",
-            "swsl", 44_177_704, 8, 83.4, 96.8, 83.268, 96.760),
+            "swsl", 44_177_704, 8, 83.4, 96.8, 83.268, 96.760,
+            aliases=("resnext101_32x4d.fb_swsl_ig1b_ft_in1k", "swsl_resnext101_32x4d")),
     Weights("resnext101_32x8d_swsl", _X101_32X8,
             _SSL_BASE + "semi_weakly_supervised_resnext101_32x8-b4712904.pth",
-            "swsl", 88_791_336, 16, 84.3, 97.2, 84.276, 97.188),
+            "swsl", 88_791_336, 16, 84.3, 97.2, 84.276, 97.188,
+            aliases=("resnext101_32x8d.fb_swsl_ig1b_ft_in1k", "swsl_resnext101_32x8d")),
     Weights("resnext101_32x16d_swsl", _X101_32X16,
             _SSL_BASE + "semi_weakly_supervised_resnext101_32x16-f3559a9c.pth",
-            "swsl", 194_026_792, 36, 84.8, 97.4, 83.340, 96.844, known_issue=_SWSL_32X16_ISSUE),
+            "swsl", 194_026_792, 36, 84.8, 97.4, 83.340, 96.844, known_issue=_SWSL_32X16_ISSUE,
+            aliases=("resnext101_32x16d.fb_swsl_ig1b_ft_in1k", "swsl_resnext101_32x16d")),
 )
 # fmt: on
 
 _REGISTRY: dict[str, Weights] = {w.name: w for w in _TABLE}
+# alias -> canonical name; resolved through _REGISTRY so that a replaced row is the one used.
+_ALIASES: dict[str, str] = {alias: w.name for w in _TABLE for alias in w.aliases}
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -248,14 +300,25 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 
 def get_weights(name: str) -> Weights:
-    """The registry row of model ``name``; unknown names get the closest valid ones."""
-    try:
+    """The registry row of model ``name`` or of an alias (timm's or a legacy name).
+
+    An alias is logged (INFO) with the model it names; unknown names get the closest valid ones.
+    """
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        msg = (
-            f"Unknown model {name!r}.{hint} "
-            f"Run `wsl-images list` or wsl_images.list_models() for all {len(_REGISTRY)} names."
-        )
-        raise UnknownModelError(msg) from None
+    if name in _ALIASES:
+        weights = _REGISTRY[_ALIASES[name]]
+        log.info(
+            "%r is an alias of %r (%s, %s)",
+            name, weights.name, weights.arch.title, weights.regime.upper(),
+        )  # fmt: skip
+        return weights
+    known = [*_REGISTRY, *_ALIASES]
+    close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    msg = (
+        f"Unknown model {name!r}.{hint} "
+        f"Run `wsl-images list` or wsl_images.list_models() for all {len(_REGISTRY)} names "
+        "(timm's names and legacy names such as 'ig_resnext101_32x8d' work too)."
+    )
+    raise UnknownModelError(msg)

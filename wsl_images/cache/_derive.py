@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ..atomic import atomic_file
@@ -66,8 +68,8 @@ def derive(source: Path, source_sha256: str) -> Path:
     meta_dir(source.parent, create=True)
     state = read_state_dict(source)  # weights_only=True: a bad source is refused here
     log.info("Writing the memory-mappable copy %s of %s (once)", target.name, source.name)
-    with atomic_file(target) as tmp:
-        writer = _HashingWriter(tmp.fd)
+    # Not fsynced: after a crash a torn copy fails its record and is simply rebuilt.
+    with atomic_file(target, durable=False) as tmp, _HashingWriter(tmp.fd) as writer:
         torch.save({k: v.contiguous() for k, v in state.items()}, writer)  # type: ignore[arg-type]
     del state
     _records.remember(target, writer.hexdigest(), source_sha256=source_sha256)
@@ -83,19 +85,45 @@ def _remove(target: Path) -> None:
 
 
 class _HashingWriter:
-    """A write-only file object that hashes what torch.save writes through it (one pass)."""
+    """A write-only file object that hashes what torch.save writes through it (one pass).
+
+    torch.save hands over views of buffers it reuses, so large ones are copied (a memcpy costs
+    far less than sha256) and hashed by a helper thread while torch serialises and writes the
+    next ones; small ones are hashed inline. The digest is complete when the block ends.
+    """
+
+    _ASYNC_FROM = 1 << 20
+    _QUEUED = 8  # copies in flight at most: bounded memory
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.digest = hashlib.sha256()
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="wsl-images-hash")
+        self.pending: deque[Future[None]] = deque()
+
+    def __enter__(self) -> _HashingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for done in self.pending:  # in order: the digest must see every byte
+            done.result()
+        self.pool.shutdown()
 
     def write(self, data: bytes | memoryview) -> int:
         view = memoryview(data).cast("B")
-        while view:
-            n = os.write(self.fd, view)
-            self.digest.update(view[:n])
-            view = view[n:]
-        return len(data) if isinstance(data, bytes) else memoryview(data).nbytes
+        if len(view) >= self._ASYNC_FROM:
+            if len(self.pending) >= self._QUEUED:
+                self.pending.popleft().result()
+            self.pending.append(self.pool.submit(self.digest.update, bytes(view)))
+        else:
+            for done in self.pending:  # keep the order of the bytes
+                done.result()
+            self.pending.clear()
+            self.digest.update(view)
+        rest = view
+        while rest:
+            rest = rest[os.write(self.fd, rest) :]
+        return len(view)
 
     def flush(self) -> None:
         pass

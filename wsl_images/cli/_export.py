@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from ..export import ATOL, FORMATS, RTOL, export_model
+from ..errors import InvalidInputError
+from ..export import ATOL, FORMATS, RTOL  # constants only: export imports torch when it runs
 
 __all__ = ["register"]
 
@@ -18,7 +20,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
     p.add_argument("--checkpoint", help="local file or URL of a state dict to export instead")
     p.add_argument("--num-classes", type=int, default=1000, help="outputs of the checkpoint's fc")
-    p.add_argument("--dynamic-batch", action="store_true", help="ONNX: any batch size")
+    p.add_argument(
+        "--static-batch",
+        action="store_true",
+        help="ONNX: a model that takes batches of exactly 1 (default: any batch size)",
+    )
+    # Published before the batch became dynamic by default: accepted for one more release.
+    p.add_argument("--dynamic-batch", action="store_true", help="deprecated: now the default")
     p.add_argument("--image-size", type=int, default=224, help="side of the check batch")
     p.add_argument("--atol", type=float, default=ATOL, help=f"default {ATOL:g}")
     p.add_argument("--rtol", type=float, default=RTOL, help=f"default {RTOL:g}")
@@ -26,20 +34,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from ..export import export_model
+
+    if args.dynamic_batch and args.static_batch:
+        msg = "--dynamic-batch and --static-batch contradict each other; give one at most."
+        raise InvalidInputError(msg)
+    if args.dynamic_batch:
+        print(
+            "wsl-images export: --dynamic-batch is deprecated: a dynamic batch is now the "
+            "default (--static-batch opts out); the flag will be removed in the next release.",
+            file=sys.stderr,
+        )
     result = export_model(
         args.name,
         args.output,
         format=args.format,
         checkpoint_path=args.checkpoint,
         num_classes=args.num_classes,
-        dynamic_batch=args.dynamic_batch,
+        dynamic_batch=not args.static_batch,
         image_size=args.image_size,
         atol=args.atol,
         rtol=args.rtol,
     )
+    sizes = " and ".join(str(b) for b in result.batch_sizes)
+    checked = f"random batches of {sizes}" if len(result.batch_sizes) > 1 else f"a batch of {sizes}"
+    batch = "1" if result.format == "onnx" and args.static_batch else "any"
     print(
-        f"Wrote {result.path} ({result.format}). Checked against PyTorch on a random batch of "
-        f"{result.batch_size}: max |diff| {result.max_abs_diff:.2e} "
+        f"Wrote {result.path} ({result.format}, batch size: {batch}). Checked against PyTorch "
+        f"on {checked}: max |diff| {result.max_abs_diff:.2e} "
         f"(tolerance {result.atol:g} + {result.rtol:g} * |value|)."
     )
     return 0

@@ -1,4 +1,4 @@
-"""``list`` and ``info``: what the registry knows."""
+"""``list`` and ``info``: what the registry knows. Pure data: no torch, no torchvision."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. '*_swsl'")
     p.set_defaults(func=_list)
     p = sub.add_parser("info", help="everything the registry knows about one model")
-    p.add_argument("name")
+    p.add_argument("name", help="model name or alias (timm's or a legacy name)")
     p.set_defaults(func=_info)
 
 
@@ -40,9 +40,8 @@ def _list(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     w = get_weights(args.name)
-    folder = get_cache_dir()
     print(w.name)
     print("\n".join(info_lines(w)))
-    cached = folder / w.filename
+    cached = get_cache_dir() / w.filename
     print(f"Cached: {cached if cached.is_file() else 'no'}")
     return 0

@@ -3,6 +3,7 @@
 A file named with ``--output`` is written through :func:`wsl_images.atomic.atomic_file`: a temp
 file beside it, renamed into place when the run ends, so readers never see half a file, a failed
 run leaves the old file untouched and a killed run's temp file is removed by the next run.
+numpy and torch appear in annotations only: importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, TextIO
 
 from ..atomic import atomic_file
 from ..errors import InvalidInputError
-from ..predict import Outcome, Prediction
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from ..predict import Outcome, Prediction
 
 __all__ = ["ClassifyWriter", "EmbeddingWriter", "check_output", "open_output"]
 
@@ -82,7 +85,7 @@ class EmbeddingWriter:
         row, error = outcome.value, outcome.error
         record: dict[str, object]
         if self.matrix is not None:
-            self.matrix[outcome.index] = np.nan if row is None else row.numpy()
+            self.matrix[outcome.index] = float("nan") if row is None else row.numpy()
             record = {"path": path, "row": outcome.index}
         else:
             record = {"path": path, "embedding": None if row is None else row.tolist()}

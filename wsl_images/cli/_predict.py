@@ -1,7 +1,8 @@
 """``classify`` and ``embed``: label images, or write their pooled features.
 
 Both run on :class:`wsl_images.Classifier`'s pipeline; under ``torchrun`` every rank runs the
-same command on its share of the batches and rank 0 writes the merged output.
+same command on its share of the batches and rank 0 writes the merged output. torch, numpy and
+PIL are imported by the handlers, not here, so building the parser stays instant.
 """
 
 from __future__ import annotations
@@ -11,16 +12,18 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ..atomic import atomic_file
-from ..distributed import Context, init_from_env, shutdown
 from ..errors import InvalidInputError
-from ..images import expand_paths
-from ..predict import DEFAULT_MODEL, Classifier, Outcome
+from ..registry import DEFAULT_MODEL
 from ._output import ClassifyWriter, EmbeddingWriter, check_output, open_output
+
+if TYPE_CHECKING:
+    from ..distributed import Context
+    from ..predict import Classifier, Outcome
+
+    Body = Callable[[Context, Classifier, list[str]], int]
 
 __all__ = ["register"]
 
@@ -48,7 +51,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders, or - (stdin)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL})")
+    p.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"model name or alias (default {DEFAULT_MODEL})"
+    )
     p.add_argument("--checkpoint", help="local file or URL of a state dict to use instead")
     p.add_argument("--batch-size", type=_positive, default=32, help="images per forward (32)")
     p.add_argument("--workers", type=_natural, help="decoding processes (default: auto)")
@@ -83,6 +88,8 @@ def _natural(text: str) -> int:
 
 def _inputs(items: list[str]) -> tuple[list[str], str | None]:
     """The input paths in order, or the usage error that stops the run."""
+    from ..images import expand_paths
+
     if "-" in items:
         stdin_items = [line.rstrip("\r\n") for line in sys.stdin]
         items = [x for x in items if x != "-"] + [x for x in stdin_items if x.strip()]
@@ -93,11 +100,10 @@ def _inputs(items: list[str]) -> tuple[list[str], str | None]:
     return paths, None
 
 
-Body = Callable[[Context, Classifier, list[str]], int]
-
-
 def _run(args: argparse.Namespace, body: Body) -> int:
     """Joins torch.distributed if launched by torchrun, runs ``body``; exit 1 if inputs failed."""
+    from ..distributed import init_from_env, shutdown
+
     check_output(args.output)
     ctx = init_from_env(args.device)
     try:
@@ -115,6 +121,8 @@ def _run(args: argparse.Namespace, body: Body) -> int:
 
 
 def _classifier(args: argparse.Namespace, ctx: Context) -> Classifier:
+    from ..predict import Classifier
+
     return Classifier(
         args.model,
         checkpoint_path=args.checkpoint,
@@ -150,6 +158,8 @@ def _embed(args: argparse.Namespace) -> int:
         raise InvalidInputError(msg)
 
     def body(ctx: Context, clf: Classifier, paths: list[str]) -> int:
+        import numpy as np
+
         outcomes = clf.stream_embeddings(paths, context=ctx)
         if not ctx.is_main:
             return _drain(outcomes)
