@@ -35,8 +35,10 @@ def read_state_dict(path: Path) -> StateDict:
     unwrapped. Anything but tensors in plain containers is refused (``weights_only=True``).
     """
     # weights_only=True always: a checkpoint is data, never code (no fallback, ever).
+    # str(path): torch 2.1's mmap wants a str file name, not a Path.
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        mmap = zipfile.is_zipfile(path)
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
         msg = (
             f"Could not load checkpoint {str(path)!r} with torch.load(weights_only=True): {exc}. "
