@@ -10,8 +10,9 @@ What it gives the rest of the package:
 - :func:`scan_cache`, :func:`verify_cache`, :func:`clear_cache`: management, for the CLI and users.
 
 Modules: ``_paths`` (locations, names), ``_records`` (verification records), ``_http`` (one
-GET, the retry loop), ``_pieces`` and ``_transfer`` (parallel download), ``_derive`` (the
-memory-mappable copies), ``_store`` (verified sources, locks), ``_manage`` (scan, verify, clear).
+GET, the retry loop), ``_pieces``, ``_hasher`` and ``_transfer`` (parallel download),
+``_derive`` (the memory-mappable copies), ``_lock`` (the per-file lock), ``_store`` (verified
+sources), ``_manage`` (scan, verify, clear).
 Nothing here imports torch, except ``_derive`` when it writes a copy; ``requests`` and ``tqdm``
 are imported when a download starts.
 """

@@ -29,17 +29,24 @@ __all__ = ["check_derived", "derive"]
 log = logging.getLogger(__name__)
 
 
-def check_derived(source: Path, source_sha256: str) -> Path | None:
-    """The derived copy of ``source`` if it exists and verifies, else None (a bad one removed)."""
+def check_derived(source: Path, source_sha256: str, *, repair: bool) -> Path | None:
+    """The derived copy of ``source`` if it exists and verifies, else None.
+
+    ``repair`` (with the source's lock held): a bad copy is removed. Without the lock, another
+    process may be replacing copy and record at this moment, so doubt only means None.
+    """
     target = derived_path(source)
     record = _records.read(target)
     if record is None or not target.is_file():
         return None
     if record.source_sha256 != source_sha256:  # made from another file of this name
-        _remove(target)
+        if repair:
+            _remove(target)
         return None
     if record.vouches_for(target):
         return target
+    if not repair:
+        return None  # its identity changed: hash it under the lock
     log.info("Verifying %s (sha256 of the whole file, once)", target)
     if _records.sha256_of(target) == record.sha256:
         _records.remember(target, record.sha256, source_sha256=source_sha256)

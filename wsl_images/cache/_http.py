@@ -20,6 +20,7 @@ import errno
 import logging
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -38,6 +39,7 @@ __all__ = [
     "RetriableError",
     "RetriesExhaustedError",
     "TransferOptions",
+    "content_range",
     "new_session",
     "open_get",
     "retrying",
@@ -52,6 +54,7 @@ _READ = 1 << 20  # at most this many bytes per read; read1 returns what one recv
 _MiB = 1 << 20
 _UNREACHABLE_ERRNOS = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH}
 _QUICK_RETRY_S = 0.5  # the one retry of an unreachable host comes this soon
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,26 @@ def _unreachable(exc: BaseException) -> str | None:
         linked = (*err.args, getattr(err, "reason", None), err.__cause__, err.__context__)
         todo.extend(x for x in linked if isinstance(x, BaseException))
     return None
+
+
+def content_range(
+    resp: requests.Response, start: int, total: int | None = None
+) -> tuple[int, int, int]:
+    """(first, last, total) of a 206 that must begin at ``start``, match its Content-Length and
+    (when known) the total size seen before: a file replaced on the server mid-download fails."""
+    match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
+    length = resp.headers.get("Content-Length")
+    if match is None:
+        msg = f"206 without a usable Content-Range ({resp.headers.get('Content-Range')})"
+        raise RetriableError(msg)
+    first, last, size = map(int, match.groups())
+    if first != start or last >= size or (length is not None and int(length) != last - first + 1):
+        msg = f"206 for bytes {start}- answered Content-Range {match.group(0)}, length {length}"
+        raise RetriableError(msg)
+    if total is not None and size != total:
+        msg = f"the file changed on the server during the download ({total} -> {size} bytes)"
+        raise RetriableError(msg)
+    return first, last, size
 
 
 def _retry_after(value: str | None) -> float | None:

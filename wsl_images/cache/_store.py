@@ -9,18 +9,15 @@ own copy and the last rename wins, with identical, verified content.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import importlib.util
 import logging
 import os
 import sys
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
-
-import filelock
 
 from ..atomic import atomic_file, cleanup_stale
 from ..errors import (
@@ -34,13 +31,12 @@ from ..registry import get_weights, hash_prefix_of
 from . import _records
 from ._derive import check_derived, derive
 from ._http import RetriesExhaustedError, TransferOptions
+from ._lock import file_lock
 from ._paths import (
     derived_path,
     filename_from_url,
     get_cache_dir,
     is_offline,
-    lock_path,
-    meta_dir,
     obsolete_copy,
 )
 
@@ -101,11 +97,11 @@ def loadable(
     )
     if zipfile.is_zipfile(source):
         return source
-    copy = check_derived(source, sha)
+    copy = check_derived(source, sha, repair=False)
     if copy is not None:
         return copy
-    with _file_lock(source):
-        copy = check_derived(source, sha)  # another process may have made it meanwhile
+    with file_lock(source):
+        copy = check_derived(source, sha, repair=True)  # another process may have made it
         if copy is not None:
             return copy
         try:
@@ -148,7 +144,9 @@ def _obtain(
     target = folder / filename
     expected = hash_prefix_of(filename) if check_hash else None
     offline = is_offline()
-    if (sha := check_source(target, expected, repair=not offline)) is not None:
+    # Before the lock a bad file is only reported (offline) or left for the locked check: a
+    # process holding the lock may be publishing a good one at this very moment.
+    if (sha := check_source(target, expected, on_bad="raise" if offline else "skip")) is not None:
         return target, sha
     if offline:
         msg = (
@@ -164,9 +162,9 @@ def _obtain(
     except OSError as exc:
         msg = f"Cannot create the cache folder {str(folder)!r} ({exc}): set WSL_IMAGES_CACHE."
         raise DownloadError(msg) from exc
-    with _file_lock(target):
+    with file_lock(target):
         # Another process may have published the file while we waited for the lock.
-        if (sha := check_source(target, expected, repair=True)) is not None:
+        if (sha := check_source(target, expected, on_bad="remove")) is not None:
             return target, sha
         cleanup_stale(folder)
         try:
@@ -189,9 +187,13 @@ def _obtain(
     return target, sha
 
 
-def check_source(target: Path, expected: str | None, *, repair: bool) -> str | None:
+def check_source(
+    target: Path, expected: str | None, *, on_bad: Literal["remove", "skip", "raise"]
+) -> str | None:
     """The full sha256 of ``target`` if it is there and good, hashing it only if no record
-    vouches for it; None if it is missing, or bad and removed (``repair``: download it again).
+    vouches for it; None if it is missing or bad. A bad file is removed (``"remove"``: it will be
+    downloaded again; call with the file's lock held), left alone (``"skip"``) or reported with
+    :class:`HashMismatchError` (``"raise"``: offline).
 
     Good means: its sha256 starts with ``expected`` (the prefix in its name); without one, it
     matches the sha256 recorded when it was downloaded.
@@ -212,7 +214,9 @@ def check_source(target: Path, expected: str | None, *, repair: bool) -> str | N
         if hash_prefix_of(target.name) is None:
             log.warning("%s has no sha256 prefix in its name: used unverified", target.name)
         return sha
-    if not repair:
+    if on_bad == "skip":
+        return None
+    if on_bad == "raise":
         msg = (
             f"The cached file {str(target)!r} is corrupted: its sha256 is {sha}, but it should "
             f"start with {reference}. It was not loaded. Delete it (`wsl-images cache clear "
@@ -236,33 +240,6 @@ def _require_download_packages(filename: str, folder: Path) -> None:
             f"{str(folder)!r}; files already in the cache load without them)."
         )
         raise MissingDependencyError(msg)
-
-
-@contextlib.contextmanager
-def _file_lock(target: Path) -> Iterator[None]:
-    """Hold the per-file lock if the filesystem allows; go on without it if not."""
-    if os.environ.get("WSL_IMAGES_NO_LOCK", "").strip() in {"1", "true", "yes"}:
-        yield
-        return
-    path = lock_path(target)
-    lock = filelock.FileLock(path)
-    try:
-        meta_dir(target.parent, create=True)
-        if path.is_symlink():  # filelock opens with O_TRUNC: never through a planted link
-            path.unlink()
-        try:
-            lock.acquire(timeout=0.5)
-        except filelock.Timeout:
-            log.info("Waiting for another process fetching or converting %s", target.name)
-            lock.acquire()
-    except OSError as exc:  # e.g. a filesystem without locks: only bandwidth suffers
-        log.warning("Could not lock %s (%s): going on without the lock", target, exc)
-        yield
-        return
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def _fetch(

@@ -7,10 +7,8 @@ parallel connections multiply a per-connection limited rate (long paths, CDN cap
 fast link they would only add threads and CPU work. A server that answers 200 gets one resumable
 stream; one that stops honouring ``Range`` midway makes the download restart cleanly from byte 0.
 
-A hasher thread follows the contiguous written prefix and reads it back from the page cache
-while later bytes still arrive (sha256 releases the GIL), so receive, write and hash overlap and
-the digest is ready a moment after the last byte. It also starts write-back every 64 MiB, so the
-fsync before publishing has little left to do.
+A hasher thread (:mod:`._hasher`) follows the contiguous written prefix, so receive, write and
+hash overlap and the digest is ready a moment after the last byte.
 """
 
 from __future__ import annotations
@@ -24,11 +22,13 @@ import threading
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Protocol
 
+from ._hasher import PrefixHasher
 from ._http import (
     AbortedError,
     RetriableError,
     RetriesExhaustedError,
     TransferOptions,
+    content_range,
     new_session,
     open_get,
     retrying,
@@ -43,11 +43,7 @@ __all__ = ["Bar", "fetch"]
 
 log = logging.getLogger(__name__)
 
-_HASH_READ = 8 << 20
-_HASH_MIN = 4 << 20
-_SYNC_EVERY = 64 << 20
 _UNKNOWN = 1 << 62  # the size of a body whose length was not announced
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 _EMPTY_SHA256 = hashlib.sha256().hexdigest()
 
 
@@ -115,8 +111,6 @@ class _Transfer:
         self.received = 0
         self.helpers = False  # other connections take pieces: ask for closed ranges only
         self.last_failure = ""
-        self.finished = False
-        self.syncing: threading.Thread | None = None
 
     def run(self, resp: requests.Response) -> str:
         if resp.status_code == 416:  # nothing at offset 0: the file is empty
@@ -142,8 +136,9 @@ class _Transfer:
             resp.close()
             return _EMPTY_SHA256
         workers = self.opts.parts if self.ranged else 1
+        hasher = PrefixHasher(self.fd, self.plan, self.abort)
         with ThreadPoolExecutor(workers + 1, thread_name_prefix="wsl-images-dl") as pool:
-            hasher = pool.submit(self._hash)
+            hashing = pool.submit(hasher.run)
             futures = [pool.submit(self._worker, self.session, first, resp)]
             try:
                 if workers > 1 and self._first_is_slow(futures):
@@ -154,13 +149,13 @@ class _Transfer:
                     ]
                 self._wait(futures)
                 with self.plan.cond:
-                    self._finish()
-                digest = hasher.result()
+                    self._check_complete()
+                    hasher.finish()
+                digest = hashing.result()
             except BaseException:  # a failure, or Ctrl-C: stop every thread, then report
                 self._stop()
                 raise
-        if self.syncing is not None:
-            self.syncing.join()
+        hasher.join()
         return digest
 
     def _size(self, resp: requests.Response) -> int | None:
@@ -203,7 +198,7 @@ class _Transfer:
             # Report the real failure, not the AbortedError of the parts that were stopped.
             raise next(e for e in errors if not isinstance(e, AbortedError))  # type: ignore[misc]
 
-    def _finish(self) -> None:
+    def _check_complete(self) -> None:
         """All bytes are in: fix the size of a body whose length was not announced."""
         plan = self.plan
         if plan.total == _UNKNOWN:
@@ -212,8 +207,6 @@ class _Transfer:
         if not plan.done():  # pragma: no cover - every worker ended without an error
             msg = f"download of {self.url!r} ended with bytes missing"
             raise RetriableError(msg)
-        self.finished = True
-        plan.cond.notify_all()
 
     def _stop(self) -> None:
         self.abort.set()
@@ -325,56 +318,6 @@ class _Transfer:
             self.bar.update(count)
             view = view[count:]
         return True
-
-    def _hash(self) -> str:
-        digest = hashlib.sha256()
-        buf = bytearray(_HASH_READ)  # reused: no fresh pages to fault in for every read
-        view = memoryview(buf)
-        hashed = 0
-        cond = self.plan.cond
-        while True:
-            with cond:
-                # Wait for a few MiB (or the end) rather than waking for every small write.
-                while (frontier := self.plan.frontier()) - hashed < _HASH_MIN:
-                    if self.abort.is_set():
-                        raise AbortedError
-                    if self.finished:
-                        break
-                    cond.wait(0.5)
-                if self.finished and frontier == hashed:
-                    return digest.hexdigest()
-            while hashed < frontier:
-                n = os.preadv(self.fd, [view[: min(_HASH_READ, frontier - hashed)]], hashed)
-                digest.update(view[:n])  # releases the GIL: runs beside the receiving threads
-                hashed += n
-                if hashed % _SYNC_EVERY < n:
-                    self._write_back()
-
-    def _write_back(self) -> None:
-        """Flush written pages in the background, so the fsync before publishing is short."""
-        if self.syncing is None or not self.syncing.is_alive():
-            self.syncing = threading.Thread(target=os.fdatasync, args=(self.fd,), daemon=True)
-            self.syncing.start()
-
-
-def content_range(
-    resp: requests.Response, start: int, total: int | None = None
-) -> tuple[int, int, int]:
-    """(first, last, total) of a 206 that must begin at ``start``, match its Content-Length and
-    (when known) the total size seen before: a file replaced on the server mid-download fails."""
-    match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
-    length = resp.headers.get("Content-Length")
-    if match is None:
-        msg = f"206 without a usable Content-Range ({resp.headers.get('Content-Range')})"
-        raise RetriableError(msg)
-    first, last, size = map(int, match.groups())
-    if first != start or last >= size or (length is not None and int(length) != last - first + 1):
-        msg = f"206 for bytes {start}- answered Content-Range {match.group(0)}, length {length}"
-        raise RetriableError(msg)
-    if total is not None and size != total:
-        msg = f"the file changed on the server during the download ({total} -> {size} bytes)"
-        raise RetriableError(msg)
-    return first, last, size
 
 
 def reserve(fd: int, total: int) -> None:
