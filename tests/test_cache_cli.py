@@ -42,6 +42,8 @@ def test_list_shows_files_and_derived_copies(
     assert f"{cached.name} (resnet18_ssl)  {cached.stat().st_size:,} bytes  verified" in out
     assert f"+ {derived_path(cached).name}" in out and "memory-mappable copy, verified" in out
     assert "someone-elses.pth" not in out  # files of other tools are not ours to list
+    assert main(["cache", "list", "ssl_resnet18"]) == 0  # timm's legacy name for it
+    assert f"{cached.name} (resnet18_ssl)" in capsys.readouterr().out
 
 
 def test_verify_rehashes_and_fails_on_a_bad_source(

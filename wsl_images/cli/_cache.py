@@ -7,6 +7,10 @@ The work is done by :mod:`wsl_images.cache` (``download``, ``scan_cache``, ``ver
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..cache import CacheEntry
 
 __all__ = ["register"]
 
@@ -46,13 +50,25 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _list(args: argparse.Namespace) -> int:
-    from ..cache import get_cache_dir, scan_cache
+def _entries(names: list[str]) -> list[CacheEntry]:
+    """scan_cache()'s entries named by model names, aliases or file names (all without names)."""
+    from ..cache import scan_cache
+    from ..errors import UnknownModelError
+    from ..registry import get_weights
 
-    entries = scan_cache()
-    if args.names:
-        wanted = set(args.names)
-        entries = [e for e in entries if e.name in wanted or e.path.name in wanted]
+    wanted = set()
+    for name in names:
+        try:
+            wanted.add(get_weights(name).name)
+        except UnknownModelError:
+            wanted.add(name)  # a file name in the cache
+    return [e for e in scan_cache() if not names or {e.name, e.path.name} & wanted]
+
+
+def _list(args: argparse.Namespace) -> int:
+    from ..cache import get_cache_dir
+
+    entries = _entries(args.names)
     print(f"cache: {get_cache_dir()}")
     for e in entries:
         if not e.exists:
@@ -78,11 +94,10 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from ..cache import scan_cache, verify_cache
+    from ..cache import verify_cache
 
-    names = args.names or None
-    checked = [e for e in scan_cache() if names is None or {e.name, e.path.name} & set(names)]
-    bad = verify_cache(names)
+    bad = verify_cache(args.names or None)  # first: an unknown name is a usage error
+    checked = _entries(args.names)
     for b in bad:
         print(f"BAD {b.path}: {b.reason}")
     files = sum(e.exists + sum(not d.obsolete for d in e.derived) for e in checked)
