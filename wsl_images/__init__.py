@@ -24,6 +24,7 @@ from .features import FeatureExtractor, FeatureInfo
 from .models import entrypoints, get_model
 from .predict import Classifier
 from .registry import Weights, get_weights, list_models
+from .results import EmbeddingMatrix, ResultRow, read_embeddings, read_results
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,7 @@ __all__ = [
     "CheckpointError",
     "Classifier",
     "DownloadError",
+    "EmbeddingMatrix",
     "ExportError",
     "FeatureExtractor",
     "FeatureInfo",
@@ -42,6 +44,7 @@ __all__ = [
     "InvalidInputError",
     "MissingDependencyError",
     "OfflineError",
+    "ResultRow",
     "UnknownModelError",
     "Weights",
     "WslImagesError",
@@ -52,5 +55,7 @@ __all__ = [
     "get_model",
     "get_weights",
     "list_models",
+    "read_embeddings",
+    "read_results",
     *sorted(entrypoints()),
 ]
