@@ -86,9 +86,9 @@ class RunSpec:
             old, new = self.checkpoint_sha256[:12], now.checkpoint_sha256[:12]
             found.append(f"checkpoint sha256 {old}... there, {new}... now")
         for key in sorted(set(self.options) | set(now.options)):
-            old, new = self.options.get(key), now.options.get(key)
-            if old != new:
-                found.append(f"{key} {old!r} there, {new!r} now")
+            there, here = self.options.get(key), now.options.get(key)
+            if there != here:
+                found.append(f"{key} {there!r} there, {here!r} now")
         if inputs and (self.inputs, self.input_fingerprint) != (now.inputs, now.input_fingerprint):
             found.append(
                 f"input list of {self.inputs} (sha256 {self.input_fingerprint[:12]}...) there, "
