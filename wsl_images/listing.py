@@ -89,6 +89,7 @@ class Listing(Sequence[Entry]):
     def __getitem__(self, index: int | slice) -> Entry | list[Entry]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(self.length))]
+        index += self.length if index < 0 else 0
         if not 0 <= index < self.length:
             msg = f"input {index} out of range: the listing has {self.length}"
             raise IndexError(msg)

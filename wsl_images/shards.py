@@ -56,6 +56,7 @@ class ShardBatches(Sequence[range]):
     def __getitem__(self, b: int | slice) -> range | list[range]:
         if isinstance(b, slice):
             return [self[i] for i in range(*b.indices(len(self)))]
+        b += len(self) if b < 0 else 0
         if not 0 <= b < len(self):
             raise IndexError(b)
         j = bisect.bisect_right(self._starts, b) - 1
