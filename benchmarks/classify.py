@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -45,6 +46,7 @@ from wsl_images.models import build_model, get_model  # noqa: E402
 from wsl_images.registry import get_weights  # noqa: E402
 
 WORK = REPO / "benchmarks" / ".work"
+CPU: dict[str, list[float]] = {"classify": [], "sharded": []}  # CPU seconds per image, per run
 MODEL = "resnet50_ssl"
 
 
@@ -115,15 +117,26 @@ def ceiling(count: int, batch_size: int, checkpoint: Path) -> float:
     return count / (time.perf_counter() - start)
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process (all its threads) and of its finished children (the decoding
+    workers, joined when a run ends): what a run costs, whoever else uses the machine."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def classify(folder: Path, count: int, args: argparse.Namespace, checkpoint: Path) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "labels.jsonl"
         argv = ["classify", str(folder), "--model", MODEL, "--checkpoint", str(checkpoint)]
         argv += ["--batch-size", str(args.batch_size), "--format", "jsonl", "-o", str(out)]
         argv += ["--no-progress"] + (["--workers", str(args.workers)] if args.workers else [])
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_seconds()
         code = cli_main(argv)
         rate = count / (time.perf_counter() - start)
+        CPU["classify"].append((_cpu_seconds() - cpu) / count)
         lines = len(out.read_text().splitlines())
     if code != 0 or lines != count:
         msg = f"classify failed: exit code {code}, {lines} lines for {count} images"
@@ -134,9 +147,10 @@ def classify(folder: Path, count: int, args: argparse.Namespace, checkpoint: Pat
 def sharded(folder: Path, count: int, args: argparse.Namespace, checkpoint: Path) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_seconds()
         code = cli_main(_sharded_argv(folder, out, args, checkpoint))
         rate = count / (time.perf_counter() - start)
+        CPU["sharded"].append((_cpu_seconds() - cpu) / count)
         lines = sum(len(f.read_text().splitlines()) for f in out.glob("shard-*.jsonl"))
     if code != 0 or lines != count:
         msg = f"sharded classify failed: exit code {code}, {lines} lines for {count} images"
@@ -235,6 +249,12 @@ def main() -> None:
     # comparison, and their median the summary.
     for pair, values in ratios.items():
         print(f"median of the rounds' {pair}: {statistics.median(values):.2f}x")
+    if CPU["classify"] and CPU["sharded"]:
+        got = {k: statistics.median(v) for k, v in CPU.items()}
+        print(
+            f"CPU seconds per image (median): classify {got['classify']:.3f}, sharded "
+            f"{got['sharded']:.3f}: sharded costs {got['sharded'] / got['classify']:.3f}x"
+        )
     if args.resume:
         resume(folder, len(paths), args, checkpoint)
 
