@@ -13,17 +13,19 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..atomic import atomic_file
 from ..distributed import Context, init_from_env, shutdown
 from ..errors import InvalidInputError
-from ..inputs import Entry, entry_path, iter_inputs
-from ..outdir import DEFAULT_SHARD_SIZE
+from ..outdir import DEFAULT_SHARD_SIZE  # torch-free
 from ..predict import DEFAULT_MODEL, Classifier, Outcome
 from ._output import ClassifyWriter, EmbeddingWriter, check_output, open_output
+
+if TYPE_CHECKING:
+    from ..inputs import Entry
 
 __all__ = ["register"]
 
@@ -147,6 +149,8 @@ def _natural(text: str) -> int:
 
 def _inputs(args: argparse.Namespace) -> tuple[list[Entry], str | None]:
     """The inputs in order, or the usage error that stops the run."""
+    from ..inputs import iter_inputs
+
     entries = list(iter_inputs(_items(args)))
     if not entries:
         where = " ".join(map(repr, args.paths)) or "stdin"
@@ -156,7 +160,7 @@ def _inputs(args: argparse.Namespace) -> tuple[list[Entry], str | None]:
     return entries, None
 
 
-Body = Callable[[Context, Classifier, list[Entry], list[str]], int]
+Body = Callable[[Context, Classifier, "list[Entry]", list[str]], int]
 
 
 def _run(args: argparse.Namespace, body: Body) -> int:
@@ -164,6 +168,8 @@ def _run(args: argparse.Namespace, body: Body) -> int:
     _check_args(args)
     if args.output_dir is not None:
         return _run_sharded(args)
+    from ..inputs import entry_path
+
     ctx = init_from_env(args.device)
     try:
         # Rank 0 alone reads stdin and walks folders; a usage error there stops every rank.
