@@ -1,6 +1,7 @@
 """Images/s of ``wsl-images classify`` against the seeds' loop and the model alone, in one run.
 
     python benchmarks/classify.py [--images 200] [--rounds 2] [--batch-size 32] [--workers N]
+        [--shard-size 64] [--methods seed,ceiling,classify,sharded] [--resume]
 
 Generates photo-sized JPEGs (500x375, textured so that decoding costs what it costs on photos)
 and a ResNet-50 checkpoint with random weights under benchmarks/.work/ (no network), then times,
@@ -10,14 +11,24 @@ in interleaved rounds (this machine is noisy: best and median round of each are 
   Normalize, one image per forward, in the main thread, under torch.no_grad;
 - ceiling: the model alone on ready-made batches (channels_last, inference_mode), no decoding;
 - classify: ``wsl-images classify --format jsonl --output FILE`` end to end, in this process
-  (model load, decoding workers, forward, top-k, writing).
+  (model load, decoding workers, forward, top-k, writing);
+- sharded: ``wsl-images classify --output-dir DIR --shard-size N``, the same inputs, end to end
+  (plus the input listing, run.json, the checkpoint's sha256 and one file per shard).
+
+``--resume`` then measures a killed sharded run: a subprocess is killed with SIGKILL halfway
+through a shard, after half of the shards exist; the rerun's work is timed, and the work lost
+(the time from the last published shard to the kill) is reported in shards.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +46,7 @@ from wsl_images.models import build_model, get_model  # noqa: E402
 from wsl_images.registry import get_weights  # noqa: E402
 
 WORK = REPO / "benchmarks" / ".work"
+CPU: dict[str, list[float]] = {"classify": [], "sharded": []}  # CPU seconds per image, per run
 MODEL = "resnet50_ssl"
 
 
@@ -105,20 +117,95 @@ def ceiling(count: int, batch_size: int, checkpoint: Path) -> float:
     return count / (time.perf_counter() - start)
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process (all its threads) and of its finished children (the decoding
+    workers, joined when a run ends): what a run costs, whoever else uses the machine."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def classify(folder: Path, count: int, args: argparse.Namespace, checkpoint: Path) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "labels.jsonl"
         argv = ["classify", str(folder), "--model", MODEL, "--checkpoint", str(checkpoint)]
         argv += ["--batch-size", str(args.batch_size), "--format", "jsonl", "-o", str(out)]
         argv += ["--no-progress"] + (["--workers", str(args.workers)] if args.workers else [])
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_seconds()
         code = cli_main(argv)
         rate = count / (time.perf_counter() - start)
+        CPU["classify"].append((_cpu_seconds() - cpu) / count)
         lines = len(out.read_text().splitlines())
     if code != 0 or lines != count:
         msg = f"classify failed: exit code {code}, {lines} lines for {count} images"
         raise SystemExit(msg)
     return rate
+
+
+def sharded(folder: Path, count: int, args: argparse.Namespace, checkpoint: Path) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out"
+        start, cpu = time.perf_counter(), _cpu_seconds()
+        code = cli_main(_sharded_argv(folder, out, args, checkpoint))
+        rate = count / (time.perf_counter() - start)
+        CPU["sharded"].append((_cpu_seconds() - cpu) / count)
+        lines = sum(len(f.read_text().splitlines()) for f in out.glob("shard-*.jsonl"))
+    if code != 0 or lines != count:
+        msg = f"sharded classify failed: exit code {code}, {lines} lines for {count} images"
+        raise SystemExit(msg)
+    return rate
+
+
+def _sharded_argv(folder: Path, out: Path, args: argparse.Namespace, checkpoint: Path) -> list[str]:
+    argv = ["classify", str(folder), "--model", MODEL, "--checkpoint", str(checkpoint)]
+    argv += ["--batch-size", str(args.batch_size), "--output-dir", str(out)]
+    argv += ["--shard-size", str(args.shard_size), "--no-progress"]
+    return argv + (["--workers", str(args.workers)] if args.workers else [])
+
+
+def resume(folder: Path, count: int, args: argparse.Namespace, checkpoint: Path) -> None:
+    """Kill a sharded run halfway through a shard, rerun it; report the work redone."""
+    shards = -(-count // args.shard_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out"
+        argv = [sys.executable, "-m", "wsl_images", *_sharded_argv(folder, out, args, checkpoint)]
+        proc = subprocess.Popen(argv, cwd=REPO)
+        # Killed halfway through a full shard, once half of the full shards are out.
+        published = _wait_for_shards(out, count // args.shard_size // 2, proc)
+        per_shard = (published[-1] - published[0]) / (len(published) - 1)
+        time.sleep(per_shard / 2)  # halfway through the next shard
+        proc.send_signal(signal.SIGKILL)
+        killed_at = time.time()
+        proc.wait()
+        complete = len(list(out.glob("shard-*.jsonl")))
+        lost = killed_at - max(p.stat().st_mtime for p in out.glob("shard-*.jsonl"))
+        start = time.perf_counter()
+        code = cli_main(_sharded_argv(folder, out, args, checkpoint))
+        seconds = time.perf_counter() - start
+        done = json.loads((out / "_SUCCESS").read_text())
+    if code != 0 or done["inputs"] != count:
+        raise SystemExit(f"resumed run failed: exit code {code}, {done}")
+    redo = count - complete * args.shard_size  # one rank: the complete shards are the first
+    print(
+        f"resume: killed with {complete} of {shards} shards complete, {lost:.1f} s after the last "
+        f"one was published (a shard takes {per_shard:.1f} s): work lost = {lost / per_shard:.2f}"
+        f" shards (bound: 1 per rank); the rerun processed {redo} inputs (the shards not "
+        f"complete) in {seconds:.1f} s"
+    )
+
+
+def _wait_for_shards(out: Path, wanted: int, proc: subprocess.Popen[bytes]) -> list[float]:
+    """Publication times of the first ``wanted`` shards (two at least), polled."""
+    seen: dict[str, float] = {}
+    while len(seen) < max(2, wanted):
+        if proc.poll() is not None:
+            raise SystemExit("the run ended before it could be killed: use more --images")
+        for f in out.glob("shard-*.jsonl"):
+            seen.setdefault(f.name, time.time())
+        time.sleep(0.01)
+    return sorted(seen.values())
 
 
 def main() -> None:
@@ -127,6 +214,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=0, help="0: classify's default")
+    parser.add_argument("--shard-size", type=int, default=64, help="for the sharded run")
+    parser.add_argument("--methods", default="seed loop,ceiling,classify,sharded")
+    parser.add_argument("--resume", action="store_true", help="measure a killed sharded run")
     args = parser.parse_args()
     os.environ.setdefault("WSL_IMAGES_CACHE", str(WORK / "cache"))
     folder = WORK / f"jpegs_{args.images}"
@@ -134,26 +224,45 @@ def main() -> None:
     checkpoint = make_checkpoint()
     print(f"{len(paths)} JPEGs 500x375, {MODEL} architecture, {torch.get_num_threads()} threads")
     ceiling(args.batch_size, args.batch_size, checkpoint)  # process warm-up (oneDNN, allocator)
-    runs: dict[str, list[float]] = {"seed loop": [], "ceiling": [], "classify": []}
+    timers = {
+        "seed loop": lambda: seed_loop(paths, checkpoint),
+        "ceiling": lambda: ceiling(len(paths), args.batch_size, checkpoint),
+        "classify": lambda: classify(folder, len(paths), args, checkpoint),
+        "sharded": lambda: sharded(folder, len(paths), args, checkpoint),
+    }
+    names = [n for n in args.methods.split(",") if n]
+    runs: dict[str, list[float]] = {name: [] for name in names}
+    ratios: dict[str, list[float]] = {}
     for r in range(args.rounds):
-        timers = {
-            "seed loop": lambda: seed_loop(paths, checkpoint),
-            "ceiling": lambda: ceiling(len(paths), args.batch_size, checkpoint),
-            "classify": lambda: classify(folder, len(paths), args, checkpoint),
-        }
-        names = list(timers)
-        names = names[r % 3 :] + names[: r % 3]  # rotate, so no method always runs first
-        rates = {name: timers[name]() for name in names}
+        order = names[r % len(names) :] + names[: r % len(names)]  # no method always runs first
+        rates = {name: timers[name]() for name in order}
         print(f"round {r + 1}: " + ", ".join(f"{k} {v:.2f} img/s" for k, v in rates.items()))
         for k, v in rates.items():
             runs[k].append(v)
-    for label, pick in (("best", max), ("median", statistics.median)):
+        for pair, ratio in _ratios(rates).items():
+            ratios.setdefault(pair, []).append(ratio)
+            print(f"  {pair} = {ratio:.2f}x")
+    for label, pick in (("best", max), ("median", statistics.median)) if args.rounds else ():
         got = {k: pick(v) for k, v in runs.items()}
+        print(f"{label}: " + ", ".join(f"{k} {v:.2f} img/s" for k, v in got.items()))
+    # The load of a shared machine changes between rounds: ratios within a round are the fair
+    # comparison, and their median the summary.
+    for pair, values in ratios.items():
+        print(f"median of the rounds' {pair}: {statistics.median(values):.2f}x")
+    if CPU["classify"] and CPU["sharded"]:
+        got = {k: statistics.median(v) for k, v in CPU.items()}
         print(
-            f"{label}: " + ", ".join(f"{k} {v:.2f} img/s" for k, v in got.items()) + "; "
-            f"classify = {got['classify'] / got['ceiling']:.2f}x the ceiling, "
-            f"{got['classify'] / got['seed loop']:.2f}x the seed loop"
+            f"CPU seconds per image (median): classify {got['classify']:.3f}, sharded "
+            f"{got['sharded']:.3f}: sharded costs {got['sharded'] / got['classify']:.3f}x"
         )
+    if args.resume:
+        resume(folder, len(paths), args, checkpoint)
+
+
+def _ratios(rates: dict[str, float]) -> dict[str, float]:
+    pairs = [("classify", "ceiling"), ("classify", "seed loop"), ("sharded", "classify")]
+    pairs += [("sharded", "ceiling")]
+    return {f"{a} / {b}": rates[a] / rates[b] for a, b in pairs if a in rates and b in rates}
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +70,45 @@ def write_bad(folder: Path) -> dict[str, Path]:
     # 14000 x 14000 = 196M pixels, over Pillow's limit (2 x 89M): a 1-bit PNG of a few KB.
     Image.new("1", (14000, 14000)).save(files["bomb"], optimize=False)
     return files
+
+
+def write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    """An uncompressed tar of ``members`` (name, bytes), in that order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def webdataset_members(count: int, seed: int = 0) -> list[tuple[str, bytes]]:
+    """``count`` samples as webdataset groups them: KEY.jpg beside KEY.json and KEY.txt."""
+    members = []
+    for i in range(count):
+        buf = io.BytesIO()
+        photo(seed=seed + i).save(buf, format="JPEG", quality=90)
+        key = f"{seed + i:06d}"
+        members += [
+            (f"{key}.jpg", buf.getvalue()),
+            (f"{key}.json", b'{"caption": "blobs"}'),
+            (f"{key}.txt", b"blobs"),
+        ]
+    return members
+
+
+def write_dataset(root: Path, images: int) -> dict[str, Path]:
+    """A folder as a labelling job meets it: ``images`` small JPEGs under ``photos/``, every kind
+    of bad file under ``bad/``, and a webdataset tar shard with sidecars and two corrupt members
+    (one empty, one truncated) among its 6 images. Returns the bad files too."""
+    for i in range(images):
+        path = root / "photos" / f"{i // 100:02d}" / f"{i:05d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        photo(seed=i).save(path, quality=90)
+    bad = write_bad(root / "bad")
+    members = webdataset_members(4, seed=images)
+    truncated = bad["truncated"].read_bytes()
+    members[3:3] = [("corrupt-empty.jpg", b""), ("corrupt-cut.jpg", truncated)]
+    write_tar(root / "web-000000.tar", members)
+    return bad

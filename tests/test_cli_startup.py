@@ -45,7 +45,7 @@ def _run(args: list[str], tmp_path: Path) -> tuple[int, str, list[str]]:
         (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
         (["list", "--bogus"], 2, "unrecognized arguments: --bogus"),
         (["classify", "--help"], 0, "--top-k"),
-        (["classify"], 2, "the following arguments are required: PATH"),
+        (["classify"], 2, "No inputs: give image files, folders, .tar shards"),
         (["export", "resnet50_swsl", "--format", "tflite", "-o", "x"], 2, "invalid choice"),
         (["cache", "list"], 0, "0 file(s), 0 bytes on disk"),
         (["cache", "verify"], 0, "0 file(s) hashed in full: all ok"),

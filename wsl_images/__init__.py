@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from .features import FeatureExtractor, FeatureInfo
     from .models import entrypoints, get_model
     from .predict import Classifier
+    from .results import EmbeddingMatrix, ResultRow, read_embeddings, read_results
 
 __version__ = "0.1.0"
 
@@ -42,13 +43,17 @@ _LAZY = {
     "BadFile": "cache",
     "CacheEntry": "cache",
     "Classifier": "predict",
+    "EmbeddingMatrix": "results",
     "FeatureExtractor": "features",
     "FeatureInfo": "features",
+    "ResultRow": "results",
     "clear_cache": "cache",
     "download": "cache",
     "entrypoints": "models",
     "export_model": "export",
     "get_model": "models",
+    "read_embeddings": "results",
+    "read_results": "results",
     "scan_cache": "cache",
     "verify_cache": "cache",
 }
@@ -59,6 +64,7 @@ __all__ = [
     "CheckpointError",
     "Classifier",
     "DownloadError",
+    "EmbeddingMatrix",
     "ExportError",
     "FeatureExtractor",
     "FeatureInfo",
@@ -67,6 +73,7 @@ __all__ = [
     "InvalidInputError",
     "MissingDependencyError",
     "OfflineError",
+    "ResultRow",
     "UnknownModelError",
     "UnreachableError",
     "Weights",
@@ -79,6 +86,8 @@ __all__ = [
     "get_model",
     "get_weights",
     "list_models",
+    "read_embeddings",
+    "read_results",
     # The 16 entrypoints (resnext101_32x8d_wsl, ...), generated from the registry.
     *list_models(),
     "scan_cache",

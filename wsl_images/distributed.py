@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
@@ -118,10 +119,12 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return result
 
 
-def init_from_env(device_hint: str | None = None) -> Context:
+def init_from_env(device_hint: str | None = None, *, timeout: timedelta | None = None) -> Context:
     """A Context from torchrun's variables; joins the process group when WORLD_SIZE > 1.
 
-    The backend is NCCL when the ranks run on CUDA, gloo otherwise.
+    The backend is NCCL for CUDA tensors when the ranks run on CUDA (with gloo for the CPU
+    tensors of :meth:`Context.total`), gloo otherwise. ``timeout``: how long a
+    collective may wait (torch's default when None).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -129,10 +132,10 @@ def init_from_env(device_hint: str | None = None) -> Context:
     ctx = Context(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     device = ctx.device(device_hint)
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
+        backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, timeout=timeout)
         logger.info("rank %d of %d joined (%s, %s)", ctx.rank, world, backend, device)
     return ctx
 

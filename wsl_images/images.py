@@ -10,25 +10,28 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageDecodeError
 
-__all__ = ["expand_paths", "image_extensions", "load_image", "to_rgb"]
+__all__ = ["ImageSource", "expand_paths", "image_extensions", "load_image", "to_rgb", "walk_files"]
 
 # JPEGs are decoded at a reduced DCT scale when that still leaves both sides at least this large:
 # twice the 256-pixel resize, so the antialiased resize that follows sees the same detail, while a
 # 12-megapixel photo decodes 4x to 16x faster.
 _DRAFT_SIZE = (512, 512)
 _HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+# A file's path, or its bytes as an open binary file (a member of a tar shard).
+ImageSource = Union[str, "os.PathLike[str]", BinaryIO]
 
 
-def load_image(path: str | os.PathLike[str], *, draft: bool = False) -> Image.Image:
-    """Open ``path`` as an upright 8-bit RGB image (EXIF orientation applied).
+def load_image(path: ImageSource, *, draft: bool = False) -> Image.Image:
+    """Open ``path`` (or a binary file object) as an upright 8-bit RGB image, EXIF applied.
 
     ``draft=True`` lets JPEGs decode at a reduced scale that keeps both sides >= 512 pixels,
     which is plenty for 224-pixel models. Raises ``ImageDecodeError`` naming what is wrong.
@@ -55,9 +58,12 @@ def load_image(path: str | os.PathLike[str], *, draft: bool = False) -> Image.Im
         raise ImageDecodeError(msg) from exc
 
 
-def _unidentified_reason(path: str | os.PathLike[str]) -> str:
+def _unidentified_reason(path: ImageSource) -> str:
     try:
-        size = os.path.getsize(path)
+        if isinstance(path, (str, os.PathLike)):
+            size = os.path.getsize(path)
+        else:
+            size = path.seek(0, os.SEEK_END)
     except OSError:
         size = -1
     if size == 0:
@@ -102,9 +108,27 @@ def expand_paths(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            paths.extend(
-                sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts)
-            )
+            paths.extend(walk_files(p, exts))
         else:
             paths.append(p)
     return paths
+
+
+def walk_files(folder: Path, suffixes: Collection[str]) -> Iterator[Path]:
+    """Files under ``folder`` whose lower-case suffix is in ``suffixes``, in sorted path order.
+
+    The order of ``sorted(folder.rglob("*"))``, produced one folder at a time: memory holds the
+    entries of the folders on the current path, not the whole tree. Symlinked folders are not
+    followed (as rglob); symlinked files are.
+    """
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except PermissionError:
+        return
+    for entry in entries:
+        path = folder / entry.name
+        if entry.is_dir(follow_symlinks=False):
+            yield from walk_files(path, suffixes)
+        elif path.suffix.lower() in suffixes and entry.is_file():
+            yield path

@@ -1,9 +1,10 @@
 """The input side of batched inference: decode and crop in DataLoader workers, in input order.
 
-Workers turn each input (a path, a PIL image or a CHW tensor) into a crop (the geometry half of
-:mod:`wsl_images.transforms`, from the registry's preprocessing fields), still uint8
-for decoded files so that 4x fewer bytes cross process boundaries and the host-to-device copy;
-the float conversion and ImageNet normalisation run on the model's device, on whole batches.
+Workers turn each input (a path, a member of a tar shard, a PIL image or a CHW tensor) into a
+crop (the geometry half of :mod:`wsl_images.transforms`, from the registry's preprocessing
+fields), still uint8 for decoded files so that 4x fewer bytes cross process boundaries and the
+host-to-device copy; the float conversion and ImageNet normalisation run on the model's device,
+on whole batches.
 A bad input never raises out of a worker: it becomes an error string carried with its batch.
 """
 
@@ -13,7 +14,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import Union, cast
 
 import torch
 from PIL import Image
@@ -21,12 +22,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from .errors import InvalidInputError
 from .images import load_image, to_rgb
+from .tars import TarMember
 
-__all__ = ["Batch", "ImageInput", "default_workers", "make_loader"]
+__all__ = ["Batch", "ImageInput", "default_workers", "make_batch_loader", "make_loader"]
 
 logger = logging.getLogger(__name__)
 
-ImageInput = Union[str, "os.PathLike[str]", Image.Image, torch.Tensor]
+ImageInput = Union[str, "os.PathLike[str]", Image.Image, torch.Tensor, TarMember]
 Transform = Callable[[object], torch.Tensor]
 
 
@@ -49,6 +51,8 @@ def prepare(image: object, geometry: Transform) -> torch.Tensor:
     """One input as a cropped CHW tensor (uint8, or float in [0, 1] for float tensor inputs)."""
     if isinstance(image, (str, os.PathLike)):
         image = load_image(image, draft=True)
+    elif isinstance(image, TarMember):
+        image = load_image(image.open(), draft=True)
     elif isinstance(image, Image.Image):
         image = to_rgb(image)
     elif isinstance(image, torch.Tensor):
@@ -72,14 +76,13 @@ def _check_tensor(image: torch.Tensor) -> torch.Tensor:
 
 
 class _Inputs(Dataset[tuple[int, torch.Tensor | None, str | None]]):
-    def __init__(self, items: Sequence[ImageInput], order: Sequence[int], geometry: Transform):
-        self.items, self.order, self.geometry = items, order, geometry
+    def __init__(self, items: Sequence[ImageInput], geometry: Transform):
+        self.items, self.geometry = items, geometry
 
     def __len__(self) -> int:
-        return len(self.order)
+        return len(self.items)
 
-    def __getitem__(self, k: int) -> tuple[int, torch.Tensor | None, str | None]:
-        index = self.order[k]
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
         try:
             return index, prepare(self.items[index], self.geometry), None
         except InvalidInputError as exc:
@@ -118,10 +121,26 @@ def make_loader(
     pin_memory: bool,
 ) -> Iterable[Batch]:
     """Batches of ``items[order[...]]``, consecutive and in order, decoded by ``workers``."""
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    return make_batch_loader(items, batches, geometry, workers=workers, pin_memory=pin_memory)
+
+
+def make_batch_loader(
+    items: Sequence[ImageInput],
+    batches: Sequence[Sequence[int]],
+    geometry: Transform,
+    *,
+    workers: int,
+    pin_memory: bool,
+) -> Iterable[Batch]:
+    """One :class:`Batch` per entry of ``batches`` (positions in ``items``), in that order.
+
+    ``batches`` may be lazy (a Sequence computing each batch when asked): nothing here holds a
+    list as long as the inputs.
+    """
     loader: Iterable[Batch] = DataLoader(
-        _Inputs(items, order, geometry),
-        batch_size=batch_size,
-        shuffle=False,
+        _Inputs(items, geometry),
+        batch_sampler=cast("Iterable[list[int]]", batches),
         num_workers=workers,
         collate_fn=_collate,
         pin_memory=pin_memory,

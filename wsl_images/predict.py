@@ -23,7 +23,7 @@ from .distributed import Context, resolve_device
 from .errors import ImageDecodeError, InvalidInputError
 from .images import expand_paths, load_image
 from .models import get_model
-from .pipeline import ImageInput, default_workers, make_loader
+from .pipeline import ImageInput, default_workers, make_batch_loader
 from .registry import DEFAULT_MODEL, get_weights
 from .transforms import geometry, normalization
 
@@ -149,26 +149,40 @@ class Classifier:
         return torch.stack(rows) if rows else torch.empty(0, width)
 
     def stream_predictions(
-        self, images: Sequence[ImageInput], *, top_k: int = 5, context: Context | None = None
+        self,
+        images: Sequence[ImageInput],
+        *,
+        top_k: int = 5,
+        context: Context | None = None,
+        batches: Sequence[Sequence[int]] | None = None,
     ) -> Iterator[Outcome[Prediction]]:
         """One :class:`Outcome` of top-``top_k`` predictions per input, in input order, as soon
         as its batch is done. A failed input gives an Outcome with ``error``; the run goes on.
         Under torch.distributed (``context``), each rank processes its share and rank 0 yields
-        every outcome."""
+        every outcome. ``batches``: process only these positions of ``images``, cut into these
+        batches (at most ``batch_size`` each), in this process, and yield their outcomes in
+        that order; no merge across ranks (``context`` only says who shows progress)."""
         if not 1 <= top_k <= len(self.categories):
             msg = f"top_k must be between 1 and {len(self.categories)}, got {top_k!r}."
             raise InvalidInputError(msg)
         head = self._classify_head(top_k)
-        return self._stream(images, head, context or Context())
+        return self._stream(images, head, context or Context(), batches)
 
     def stream_embeddings(
-        self, images: Sequence[ImageInput], *, context: Context | None = None
+        self,
+        images: Sequence[ImageInput],
+        *,
+        context: Context | None = None,
+        batches: Sequence[Sequence[int]] | None = None,
     ) -> Iterator[Outcome[torch.Tensor]]:
         """One :class:`Outcome` of pooled features (a float32 row) per input, in input order;
         otherwise as :meth:`stream_predictions`."""
         # Clones: a row view would drag its whole batch along when pickled (gather_object).
         return self._stream(
-            images, lambda feats: [row.clone() for row in feats.float().cpu()], context or Context()
+            images,
+            lambda feats: [row.clone() for row in feats.float().cpu()],
+            context or Context(),
+            batches,
         )
 
     def stream(
@@ -190,17 +204,27 @@ class Classifier:
         return self.stream_predictions(images, top_k=top_k, context=context)
 
     def _stream(
-        self, images: Sequence[ImageInput], head: Callable[[torch.Tensor], list[R]], ctx: Context
+        self,
+        images: Sequence[ImageInput],
+        head: Callable[[torch.Tensor], list[R]],
+        ctx: Context,
+        batches: Sequence[Sequence[int]] | None,
     ) -> Iterator[Outcome[R]]:
-        count = -(-len(images) // self.batch_size)
-        order = [
-            i
-            for b in ctx.batches(count)
-            for i in range(b * self.batch_size, min(len(images), (b + 1) * self.batch_size))
-        ]
-        local = self._run(images, order, head)
-        with _progress_bar(len(images), show=self.progress and ctx.is_main) as update:
-            for outcomes in ctx.merge(local, count):
+        if batches is not None:
+            total = 0
+            for batch in batches:
+                if len(batch) > self.batch_size:
+                    msg = f"batches hold up to {self.batch_size} inputs, one has {len(batch)}."
+                    raise InvalidInputError(msg)
+                total += len(batch)
+            merged = self._run(images, batches, head)
+        else:
+            count = -(-len(images) // self.batch_size)
+            size, n = self.batch_size, len(images)
+            mine = [range(b * size, min(n, (b + 1) * size)) for b in ctx.batches(count)]
+            merged, total = ctx.merge(self._run(images, mine, head), count), n
+        with _progress_bar(total, show=self.progress and ctx.is_main) as update:
+            for outcomes in merged:
                 yield from outcomes
                 update(len(outcomes))
 
@@ -218,15 +242,14 @@ class Classifier:
     def _run(
         self,
         images: Sequence[ImageInput],
-        order: list[int],
+        batches: Sequence[Sequence[int]],
         head: Callable[[torch.Tensor], list[R]],
     ) -> Iterator[list[Outcome[R]]]:
-        loader = make_loader(
+        loader = make_batch_loader(
             images,
-            order,
+            batches,
             self.geometry,
-            batch_size=self.batch_size,
-            workers=min(self.workers, len(order)),
+            workers=min(self.workers, len(batches)),
             pin_memory=self.device.type == "cuda",
         )
         for batch in loader:

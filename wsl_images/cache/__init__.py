@@ -24,7 +24,7 @@ from ._http import TransferOptions
 from ._manage import BadFile, CacheEntry, DerivedFile, clear_cache, scan_cache, verify_cache
 from ._paths import filename_from_url, get_cache_dir, is_offline
 from ._records import sha256_of
-from ._store import download, download_url, loadable, remove_source, resolve_url
+from ._store import download, download_url, loadable, remove_source, resolve_url, source_sha256
 
 __all__ = [
     "BadFile",
@@ -43,5 +43,6 @@ __all__ = [
     "resolve_url",
     "scan_cache",
     "sha256_of",
+    "source_sha256",
     "verify_cache",
 ]

@@ -40,7 +40,14 @@ from ._paths import (
     obsolete_copy,
 )
 
-__all__ = ["download", "download_url", "loadable", "remove_source", "resolve_url"]
+__all__ = [
+    "download",
+    "download_url",
+    "loadable",
+    "remove_source",
+    "resolve_url",
+    "source_sha256",
+]
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +122,15 @@ def loadable(
                 source.parent,
             )
             return source
+
+
+def source_sha256(
+    name_or_url: str, *, progress: bool = True, check_hash: bool = True, cache_dir: Folder = None
+) -> str:
+    """The full sha256 of the verified cached file (fetched if needed): the checkpoint's
+    identity, from its record (a stat), never from a derived copy."""
+    url = resolve_url(name_or_url)
+    return _obtain(url, progress, check_hash, cache_dir, None, name_or_url)[1]
 
 
 def remove_source(source: Path) -> list[Path]:

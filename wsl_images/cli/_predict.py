@@ -1,13 +1,15 @@
 """``classify`` and ``embed``: label images, or write their pooled features.
 
 Both run on :class:`wsl_images.Classifier`'s pipeline; under ``torchrun`` every rank runs the
-same command on its share of the batches and rank 0 writes the merged output. torch, numpy and
-PIL are imported by the handlers, not here, so building the parser stays instant.
+same command on its share of the batches and rank 0 writes the merged output (``--output``),
+or each rank writes its own shards of a resumable folder (``--output-dir``, :mod:`..bulk`).
+torch, numpy and PIL are imported by the handlers, not here, so building the parser stays instant.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -16,14 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from ..atomic import atomic_file
 from ..errors import InvalidInputError
+from ..outdir import DEFAULT_SHARD_SIZE  # torch-free
 from ..registry import DEFAULT_MODEL
 from ._output import ClassifyWriter, EmbeddingWriter, check_output, open_output
 
 if TYPE_CHECKING:
     from ..distributed import Context
+    from ..inputs import Entry
     from ..predict import Classifier, Outcome
 
-    Body = Callable[[Context, Classifier, list[str]], int]
+    Body = Callable[[Context, Classifier, list[Entry], list[str]], int]
 
 __all__ = ["register"]
 
@@ -32,8 +36,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("classify", help="label images with ImageNet classes")
     _common(p)
     p.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
-    p.add_argument("--format", choices=("table", "jsonl", "csv"), default="table")
+    p.add_argument(
+        "--format", choices=("table", "jsonl", "csv"), help="default table (jsonl in --output-dir)"
+    )
     p.add_argument("--output", "-o", help="write here (atomically) instead of stdout")
+    _sharding(p)
     p.set_defaults(func=_classify)
 
     p = sub.add_parser("embed", help="pooled features (2048-d, 512-d for ResNet-18)")
@@ -46,11 +53,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "ends in .npy, else jsonl)",
     )
     p.add_argument("--output", "-o", help="write here (atomically) instead of stdout")
+    _sharding(p)
     p.set_defaults(func=_embed)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders, or - (stdin)")
+    p.add_argument(
+        "paths", nargs="*", metavar="PATH", help="image files, folders, .tar shards, - (stdin)"
+    )
+    p.add_argument("--files-from", metavar="FILE", help="more inputs, one path per line")
     p.add_argument(
         "--model", default=DEFAULT_MODEL, help=f"model name or alias (default {DEFAULT_MODEL})"
     )
@@ -65,6 +76,60 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="autocast dtype for the forward pass (bfloat16/float16: for GPUs)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def _sharding(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="sharded, resumable output: DIR/shard-KKKKKK.jsonl (+ .npy for embed), run.json",
+    )
+    p.add_argument(
+        "--shard-size",
+        type=_positive,
+        metavar="N",
+        help=f"inputs per shard with --output-dir (default {DEFAULT_SHARD_SIZE})",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="--output-dir: start over instead of resuming"
+    )
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Usage errors found in the arguments alone, before any work."""
+    if not args.paths and args.files_from is None:
+        msg = "No inputs: give image files, folders, .tar shards, - (stdin) or --files-from FILE."
+        raise InvalidInputError(msg)
+    if args.files_from is not None and not os.path.isfile(args.files_from):
+        msg = f"--files-from {args.files_from!r} is not a file: give a file of paths, one a line."
+        raise InvalidInputError(msg)
+    if args.output_dir is None:
+        for flag, given in (("--shard-size", args.shard_size), ("--overwrite", args.overwrite)):
+            if given:
+                msg = f"{flag} applies to --output-dir DIR only: add --output-dir or drop {flag}."
+                raise InvalidInputError(msg)
+        check_output(args.output)
+        return
+    if args.output is not None:
+        msg = "--output and --output-dir exclude each other: choose one file or one folder."
+        raise InvalidInputError(msg)
+    if args.format not in (None, "jsonl"):
+        msg = f"--format {args.format}: --output-dir always writes jsonl shards; drop --format."
+        raise InvalidInputError(msg)
+
+
+def _items(args: argparse.Namespace) -> Iterator[str]:
+    """The inputs as given: arguments (``-``: the lines of stdin), then --files-from lines."""
+    from ..inputs import read_lines
+
+    for item in args.paths:
+        if item == "-":
+            yield from read_lines(sys.stdin)
+        else:
+            yield item
+    if args.files_from is not None:
+        with open(args.files_from, encoding="utf-8") as lines:
+            yield from read_lines(lines)
 
 
 def _positive(text: str) -> int:
@@ -86,38 +151,70 @@ def _natural(text: str) -> int:
     return value
 
 
-def _inputs(items: list[str]) -> tuple[list[str], str | None]:
-    """The input paths in order, or the usage error that stops the run."""
-    from ..images import expand_paths
+def _inputs(args: argparse.Namespace) -> tuple[list[Entry], str | None]:
+    """The inputs in order, or the usage error that stops the run."""
+    from ..inputs import iter_inputs
 
-    if "-" in items:
-        stdin_items = [line.rstrip("\r\n") for line in sys.stdin]
-        items = [x for x in items if x != "-"] + [x for x in stdin_items if x.strip()]
-    paths = [str(p) for p in expand_paths(items)]
-    if not paths:
-        where = " ".join(map(repr, items)) or "stdin"
+    entries = list(iter_inputs(_items(args)))
+    if not entries:
+        where = " ".join(map(repr, args.paths)) or "stdin"
+        if args.files_from is not None:
+            where += f" and --files-from {args.files_from!r}"
         return [], f"No images found in {where}: give image files, folders or - (paths on stdin)."
-    return paths, None
+    return entries, None
 
 
 def _run(args: argparse.Namespace, body: Body) -> int:
     """Joins torch.distributed if launched by torchrun, runs ``body``; exit 1 if inputs failed."""
+    _check_args(args)
+    if args.output_dir is not None:
+        return _run_sharded(args)
     from ..distributed import init_from_env, shutdown
+    from ..inputs import entry_path
 
-    check_output(args.output)
     ctx = init_from_env(args.device)
     try:
         # Rank 0 alone reads stdin and walks folders; a usage error there stops every rank.
-        paths, error = ctx.broadcast(_inputs(args.paths) if ctx.is_main else ([], None))
+        entries, error = ctx.broadcast(_inputs(args) if ctx.is_main else ([], None))
         if error is not None:
             raise InvalidInputError(error)
+        paths = [entry_path(e) for e in entries]
         clf = ctx.once_per_node(lambda: _classifier(args, ctx))
-        failed = ctx.total(body(ctx, clf, paths))
+        failed = ctx.total(body(ctx, clf, entries, paths))
     finally:
         shutdown(ctx)
     if failed and ctx.is_main:
         print(f"wsl-images {args.command}: {failed} of {len(paths)} inputs failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _run_sharded(args: argparse.Namespace) -> int:
+    """--output-dir: each rank writes its own shards; a rerun resumes (wsl_images.bulk)."""
+    from ..bulk import LISTING_TIMEOUT, ShardJob, run_sharded
+    from ..distributed import init_from_env, shutdown
+
+    job = ShardJob(
+        command=args.command,
+        folder=Path(args.output_dir),
+        items=lambda: _items(args),
+        shard_size=args.shard_size or DEFAULT_SHARD_SIZE,
+        top_k=getattr(args, "top_k", 5),
+        checkpoint=args.checkpoint,
+        overwrite=args.overwrite,
+    )
+    ctx = init_from_env(args.device, timeout=LISTING_TIMEOUT)
+    try:
+        summary = run_sharded(job, build=lambda: _classifier(args, ctx), context=ctx)
+    finally:
+        shutdown(ctx)
+    if ctx.is_main:
+        if summary.skipped:
+            done = f"{summary.skipped} of {summary.shards} shards were complete already"
+            print(f"wsl-images {args.command}: resumed: {done}", file=sys.stderr)
+        if summary.failed:
+            failed = f"{summary.failed} of {summary.inputs} inputs failed"
+            print(f"wsl-images {args.command}: {failed}", file=sys.stderr)
+    return 1 if summary.failed else 0
 
 
 def _classifier(args: argparse.Namespace, ctx: Context) -> Classifier:
@@ -135,13 +232,13 @@ def _classifier(args: argparse.Namespace, ctx: Context) -> Classifier:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    def body(ctx: Context, clf: Classifier, paths: list[str]) -> int:
-        outcomes = clf.stream_predictions(paths, top_k=args.top_k, context=ctx)
+    def body(ctx: Context, clf: Classifier, entries: list[Entry], paths: list[str]) -> int:
+        outcomes = clf.stream_predictions(entries, top_k=args.top_k, context=ctx)
         if not ctx.is_main:
             return _drain(outcomes)
         failed = 0
         with open_output(args.output) as out:
-            writer = ClassifyWriter(out, args.format)
+            writer = ClassifyWriter(out, args.format or "table")
             for o in outcomes:
                 writer.write(paths[o.index], o)
                 failed += o.error is not None
@@ -153,14 +250,14 @@ def _classify(args: argparse.Namespace) -> int:
 
 def _embed(args: argparse.Namespace) -> int:
     fmt = args.format or ("npy" if str(args.output or "").endswith(".npy") else "jsonl")
-    if fmt == "npy" and not str(args.output or "").endswith(".npy"):
+    if fmt == "npy" and args.output_dir is None and not str(args.output or "").endswith(".npy"):
         msg = "--format npy needs --output FILE.npy (the index goes to FILE.jsonl beside it)."
         raise InvalidInputError(msg)
 
-    def body(ctx: Context, clf: Classifier, paths: list[str]) -> int:
+    def body(ctx: Context, clf: Classifier, entries: list[Entry], paths: list[str]) -> int:
         import numpy as np
 
-        outcomes = clf.stream_embeddings(paths, context=ctx)
+        outcomes = clf.stream_embeddings(entries, context=ctx)
         if not ctx.is_main:
             return _drain(outcomes)
         with ExitStack() as stack:

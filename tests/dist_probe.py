@@ -1,0 +1,78 @@
+"""Run under torchrun: the wsl-images command, counting what crosses ranks and what is written.
+
+Usage: torchrun ... tests/dist_probe.py OUT_FOLDER CLI_ARGS... Every torch.distributed
+collective our code calls is counted, and every shard file a rank publishes is recorded; each
+rank writes ``OUT_FOLDER/rank<RANK>.json`` with ``code``, ``collectives`` and ``written``, and
+exits with the command's exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from wsl_images import shards
+from wsl_images.atomic import TempFile
+from wsl_images.cli import main
+
+COLLECTIVES = [
+    "all_gather",
+    "all_gather_object",
+    "all_reduce",
+    "all_to_all",
+    "barrier",
+    "broadcast",
+    "broadcast_object_list",
+    "gather",
+    "gather_object",
+    "recv",
+    "reduce",
+    "scatter",
+    "scatter_object_list",
+    "send",
+]
+calls: Counter[str] = Counter()
+written: list[str] = []
+
+
+def _counted(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        calls[name] += 1
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+def _recorded(
+    atomic_file: Callable[..., AbstractContextManager[TempFile]],
+) -> Callable[..., Iterator[TempFile]]:
+    def recording(target: str | os.PathLike[str], **kwargs: Any) -> Any:
+        written.append(Path(target).name)
+        return atomic_file(target, **kwargs)
+
+    return recording
+
+
+def run() -> int:
+    out, argv = Path(sys.argv[1]), sys.argv[2:]
+    for name in COLLECTIVES:  # our code calls them as dist.NAME: patched at the module
+        setattr(dist, name, _counted(name, getattr(dist, name)))
+    shards.atomic_file = _recorded(shards.atomic_file)  # type: ignore[assignment]
+    code = main(argv)
+    record = {"code": code, "collectives": dict(calls), "written": written}
+    (out / f"rank{os.environ['RANK']}.json").write_text(json.dumps(record))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,96 @@
+"""``--output-dir`` under torchrun (2 CPU processes, gloo): the single-process shards, each
+written once by one rank, and a fixed number of collectives whatever the number of inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from imagegen import write_dataset
+from server import FileServer
+
+from wsl_images.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+Served = tuple[FileServer, dict[str, Path]]
+INPUTS, SHARDS = 4 + 30 + 6, 5  # bad files, photos, tar members; shards of 8
+
+
+def _torchrun(probe: Path, args: list[str]) -> tuple[subprocess.CompletedProcess[str], list[Any]]:
+    probe.mkdir()
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    proc = subprocess.run(
+        [sys.executable, *launcher, str(REPO / "tests" / "dist_probe.py"), str(probe), *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return proc, ranks
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("dist")
+    write_dataset(root, 30)
+    return root
+
+
+def _args(served: Served, folder: Path, *inputs: Path) -> list[str]:
+    args = ["classify", "--model", "resnet18_ssl", "--checkpoint", str(served[1]["zip"])]
+    args += ["--batch-size", "4", "--workers", "1", "--no-progress", "--shard-size", "8"]
+    return [*args, "--output-dir", str(folder), *map(str, inputs)]
+
+
+def _same_files(folder: Path, reference: Path) -> None:
+    names = sorted(p.name for p in reference.iterdir())
+    assert sorted(p.name for p in folder.iterdir()) == names
+    for name in names:
+        assert (folder / name).read_bytes() == (reference / name).read_bytes(), name
+
+
+def test_two_ranks_write_the_one_process_shards_and_exchange_no_results(
+    served: Served, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    one = tmp_path / "one"
+    assert main(_args(served, one, data)) == 1  # in this process: the reference
+    assert f"6 of {INPUTS} inputs failed" in capsys.readouterr().err
+
+    proc, fresh = _torchrun(tmp_path / "probe-fresh", _args(served, tmp_path / "two", data))
+    assert proc.returncode == 1 and f"6 of {INPUTS} inputs failed" in proc.stderr, proc.stderr
+    _same_files(tmp_path / "two", one)
+    # Shard k by rank k mod 2, once; nobody wrote another rank's shard.
+    assert [r["written"] for r in fresh] == [
+        ["shard-000000.jsonl", "shard-000002.jsonl", "shard-000004.jsonl"],
+        ["shard-000001.jsonl", "shard-000003.jsonl"],
+    ]
+
+    # A one-process run that lost shards 1 and 4 (killed, say), resumed on 2 ranks.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(one, resumed)
+    for name in ("shard-000001.jsonl", "shard-000004.jsonl", "_SUCCESS"):
+        (resumed / name).unlink()
+    proc, again = _torchrun(tmp_path / "probe-resumed", _args(served, resumed, data))
+    assert proc.returncode == 1 and "resumed: 3 of 5 shards" in proc.stderr, proc.stderr
+    assert [r["written"] for r in again] == [["shard-000001.jsonl"], ["shard-000004.jsonl"]]
+    _same_files(resumed, one)
+
+    # One input: one shard, rank 1 idle. The same collectives as for 40 inputs (or 16).
+    single = data / "photos" / "00" / "00003.jpg"
+    proc, tiny = _torchrun(tmp_path / "probe-tiny", _args(served, tmp_path / "tiny", single))
+    assert proc.returncode == 0, proc.stderr
+    assert [r["written"] for r in tiny] == [["shard-000000.jsonl"], []]
+    for rank in (0, 1):
+        counts = fresh[rank]["collectives"]
+        assert counts == again[rank]["collectives"] == tiny[rank]["collectives"]
+        # The verdict on the folder and the plan, the model-loading barrier, two sums.
+        assert counts == {"broadcast_object_list": 2, "barrier": 1, "all_reduce": 2}, counts
