@@ -72,8 +72,8 @@ class TransferOptions:
     part_size: int = 16 * _MiB  # the largest piece one request asks for
     min_piece: int = _MiB // 2  # no piece is cut smaller (a new request costs a round trip)
     min_split_s: float = 0.2  # a piece is split only if it would take longer than this
-    fast_rate: float = 200e6  # bytes/s: a first connection this fast gets no helpers...
-    ramp_s: float = 0.05  # ...judged over windows of this many seconds (0: open all at once)
+    fast_rate: float = 100e6  # bytes/s: a first connection this fast gets no helpers...
+    ramp_s: float = 0.075  # ...judged over the last this many seconds (0: open all at once)
 
     @classmethod
     def from_env(cls) -> TransferOptions:

@@ -19,6 +19,8 @@ import logging
 import os
 import re
 import threading
+import time
+from collections import deque
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Protocol
 
@@ -43,6 +45,7 @@ __all__ = ["Bar", "fetch"]
 
 log = logging.getLogger(__name__)
 
+_CPU_BOUND = 0.5  # a receiving thread busier than this (cores) is limited by CPU, not network
 _UNKNOWN = 1 << 62  # the size of a body whose length was not announced
 _EMPTY_SHA256 = hashlib.sha256().hexdigest()
 
@@ -109,6 +112,8 @@ class _Transfer:
         self.ranged = False  # the server honours Range: pieces can be handed to helpers
         self.plan = Plan(_UNKNOWN, piece_size=_UNKNOWN, min_piece=opts.min_piece)
         self.received = 0
+        self.receiver_cpu = 0.0  # CPU seconds of the latest receiving thread (time.thread_time)
+        self.streaming = 0  # responses being read right now
         self.helpers = False  # other connections take pieces: ask for closed ranges only
         self.last_failure = ""
 
@@ -167,26 +172,37 @@ class _Transfer:
         return int(length) if length is not None else None
 
     def _first_is_slow(self, futures: list[Future[None]]) -> bool:
-        """Watch the first connection every ``opts.ramp_s``: True (open the others) as soon as
-        a window is below ``opts.fast_rate``; False if it finishes alone."""
-        seen = 0
-        while True:
-            with self.plan.cond:
-                worth = self.plan.work_left() >= 2 * self.opts.min_piece
-            if not worth:
-                return False
-            if self.opts.ramp_s <= 0:
-                return True
-            done, _ = wait(futures, timeout=self.opts.ramp_s, return_when=FIRST_EXCEPTION)
+        """Watch the first connection: True (open the others) once, over the last
+        ``opts.ramp_s``, it ran below ``opts.fast_rate`` while its thread used under half a
+        core: limited by the network, which more connections multiply, not by its CPU, which
+        they would only share. Sampled three times per window, so one slice in which a busy
+        machine did not schedule it does not decide. False if it finishes alone."""
+        if self.opts.ramp_s <= 0:
+            return self._worth_helpers()
+        samples = deque([(time.monotonic(), self.received, self.receiver_cpu)])
+        while self._worth_helpers():
+            done, _ = wait(futures, timeout=self.opts.ramp_s / 3, return_when=FIRST_EXCEPTION)
             if done:
                 return False
-            received = self.received
-            if received - seen < self.opts.fast_rate * self.opts.ramp_s:
-                log.debug(
-                    "%s: %.0f B/s on one connection: opening helpers", self.url, received - seen
-                )
+            now = (time.monotonic(), self.received, self.receiver_cpu)
+            if not self.streaming:  # waiting to retry says nothing about the link: start over
+                samples = deque([now])
+                continue
+            samples.append(now)
+            wall = now[0] - samples[0][0]
+            if wall < self.opts.ramp_s:
+                continue
+            rate = (now[1] - samples[0][1]) / wall
+            busy = (now[2] - samples[0][2]) / wall
+            samples.popleft()
+            if rate < self.opts.fast_rate and busy < _CPU_BOUND:
+                log.debug("%s: %.0f B/s on one connection: opening helpers", self.url, rate)
                 return True
-            seen = received
+        return False
+
+    def _worth_helpers(self) -> bool:
+        with self.plan.cond:
+            return self.plan.work_left() >= 2 * self.opts.min_piece
 
     def _wait(self, futures: list[Future[None]]) -> None:
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
@@ -289,13 +305,19 @@ class _Transfer:
     def _receive(self, resp: requests.Response, piece: Piece, expected: int | None) -> None:
         with self.plan.cond:
             extendable = self.ranged and piece.written + (expected or 0) == self.plan.total
-        view_ok = stream_body(
-            resp,
-            self.opts,
-            lambda data: self._write(piece, data, extendable),
-            expected,
-            self.abort,
-        )
+        with self.plan.cond:
+            self.streaming += 1
+        try:
+            view_ok = stream_body(
+                resp,
+                self.opts,
+                lambda data: self._write(piece, data, extendable),
+                expected,
+                self.abort,
+            )
+        finally:
+            with self.plan.cond:
+                self.streaming -= 1
         with self.plan.cond:
             short = view_ok and self.ranged and piece.written < piece.end
         if short:  # pragma: no cover - stream_body checks the announced length
@@ -315,6 +337,7 @@ class _Transfer:
                 piece.written += count
                 self.received += count
                 self.plan.cond.notify_all()
+            self.receiver_cpu = time.thread_time()
             self.bar.update(count)
             view = view[count:]
         return True
