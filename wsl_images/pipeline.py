@@ -56,10 +56,14 @@ def split_transforms(transform: v2.Compose) -> tuple[v2.Compose, v2.Compose]:
     return v2.Compose(steps[:cut]), v2.Compose(steps[cut:])
 
 
-def prepare(image: object, geometry: Transform) -> torch.Tensor:
-    """One input as a cropped CHW tensor (uint8, or float in [0, 1] for float tensor inputs)."""
+def prepare(image: object, geometry: Transform, *, draft: bool = True) -> torch.Tensor:
+    """One input as a cropped CHW tensor (uint8, or float in [0, 1] for float tensor inputs).
+
+    ``draft``: JPEG files may decode at a reduced scale (fast); False decodes them in full, as
+    published evaluations do.
+    """
     if isinstance(image, (str, os.PathLike)):
-        image = load_image(image, draft=True)
+        image = load_image(image, draft=draft)
     elif isinstance(image, Image.Image):
         image = to_rgb(image)
     elif isinstance(image, torch.Tensor):
@@ -83,8 +87,10 @@ def _check_tensor(image: torch.Tensor) -> torch.Tensor:
 
 
 class _Inputs(Dataset[tuple[int, torch.Tensor | None, str | None]]):
-    def __init__(self, items: Sequence[ImageInput], order: Sequence[int], geometry: Transform):
-        self.items, self.order, self.geometry = items, order, geometry
+    def __init__(
+        self, items: Sequence[ImageInput], order: Sequence[int], geometry: Transform, draft: bool
+    ):
+        self.items, self.order, self.geometry, self.draft = items, order, geometry, draft
 
     def __len__(self) -> int:
         return len(self.order)
@@ -92,7 +98,7 @@ class _Inputs(Dataset[tuple[int, torch.Tensor | None, str | None]]):
     def __getitem__(self, k: int) -> tuple[int, torch.Tensor | None, str | None]:
         index = self.order[k]
         try:
-            return index, prepare(self.items[index], self.geometry), None
+            return index, prepare(self.items[index], self.geometry, draft=self.draft), None
         except InvalidInputError as exc:
             return index, None, str(exc)
         except Exception as exc:  # any decoder failure is that input's error, never the run's
@@ -127,10 +133,14 @@ def make_loader(
     batch_size: int,
     workers: int,
     pin_memory: bool,
+    draft: bool = True,
 ) -> Iterable[Batch]:
-    """Batches of ``items[order[...]]``, consecutive and in order, decoded by ``workers``."""
+    """Batches of ``items[order[...]]``, consecutive and in order, decoded by ``workers``.
+
+    ``draft=False`` decodes JPEGs in full (evaluation); classify/embed keep the fast draft decode.
+    """
     loader: Iterable[Batch] = DataLoader(
-        _Inputs(items, order, geometry),
+        _Inputs(items, order, geometry, draft),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
