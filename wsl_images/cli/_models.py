@@ -6,7 +6,7 @@ import argparse
 
 from ..cache import get_cache_dir
 from ..docs import info_lines
-from ..registry import get_weights, list_models
+from ..registry import get_weights, list_models, robustness
 
 __all__ = ["listing", "register"]
 
@@ -43,6 +43,7 @@ def _info(args: argparse.Namespace) -> int:
     folder = get_cache_dir()
     print(w.name)
     print("\n".join(info_lines(w)))
+    print(f"Robustness, top-1/top-5 (timm): {robustness(w.name).describe()}")
     cached = folder / w.filename
     print(f"Cached: {cached if cached.is_file() else 'no'}")
     return 0
