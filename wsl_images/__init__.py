@@ -19,6 +19,7 @@ from .errors import (
     UnknownModelError,
     WslImagesError,
 )
+from .evaluate import EvalResult, evaluate
 from .export import export_model
 from .features import FeatureExtractor, FeatureInfo
 from .models import entrypoints, get_model
@@ -34,6 +35,7 @@ __all__ = [
     "CheckpointError",
     "Classifier",
     "DownloadError",
+    "EvalResult",
     "ExportError",
     "FeatureExtractor",
     "FeatureInfo",
@@ -48,6 +50,7 @@ __all__ = [
     "__version__",
     "download",
     "entrypoints",
+    "evaluate",
     "export_model",
     "get_model",
     "get_weights",

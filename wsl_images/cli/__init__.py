@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import InvalidInputError, UnknownModelError, WslImagesError
-from . import _cache, _export, _models, _predict
+from . import _cache, _evaluate, _export, _models, _predict
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is being done")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (_models, _cache, _predict, _export):
+    for module in (_models, _cache, _predict, _evaluate, _export):
         module.register(sub)
     return parser
 
