@@ -19,7 +19,7 @@ from .errors import (
     UnknownModelError,
     WslImagesError,
 )
-from .evaluate import EvalResult, evaluate
+from .evaluation import EvalResult, evaluate
 from .export import export_model
 from .features import FeatureExtractor, FeatureInfo
 from .models import entrypoints, get_model

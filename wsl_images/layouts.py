@@ -8,7 +8,7 @@ Two layouts are recognised, both one folder per class:
 
 A folder's class is a model output index, through the WordNet ids shipped with the package
 (``data/imagenet_synsets.txt``, in the order of the models' outputs). Empty class folders count as
-classes present: a subset of classes restricts the logits (:mod:`wsl_images.evaluate`).
+classes present: a subset of classes restricts the logits (:mod:`wsl_images.evaluation`).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("name", metavar="NAME", help="model name (wsl-images list)")
     p.add_argument("--data", required=True, metavar="DIR", help="the folder of class folders")
     p.add_argument("--checkpoint", metavar="PATH_OR_URL", help="evaluate this state dict instead")
-    p.add_argument("--batch-size", type=_at_least(1), default=64, help="images per forward (64)")
+    p.add_argument("--batch-size", type=_at_least(1), default=32, help="images per forward (32)")
     p.add_argument("--workers", type=_at_least(0), help="decoding processes (default: auto)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
     p.add_argument(
@@ -65,7 +65,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     import json
 
     from ..distributed import init_from_env, shutdown
-    from ..evaluate import evaluate
+    from ..evaluation import evaluate
     from ._output import check_output, open_output
 
     check_output(args.output)

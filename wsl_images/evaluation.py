@@ -109,7 +109,7 @@ def evaluate(
     data: str | os.PathLike[str],
     *,
     checkpoint_path: str | os.PathLike[str] | None = None,
-    batch_size: int = 64,
+    batch_size: int = 32,
     workers: int | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
@@ -199,8 +199,8 @@ def _run(clf: Classifier, evalset: EvalSet, ctx: Context, progress: bool) -> _Ta
     )
     tally = _Tally(list(evalset.classes))
     labels = torch.tensor(evalset.labels)
-    show = None if progress and ctx.is_main else True
-    with tqdm(total=len(order), unit="img", disable=show, dynamic_ncols=True) as bar:
+    hidden = None if progress and ctx.is_main else True  # None: shown on a terminal only
+    with tqdm(total=len(order), unit="img", disable=hidden, dynamic_ncols=True) as bar:
         for batch in loader:
             _score(clf, batch, labels, tally)
             bar.update(len(batch.indices))
