@@ -128,6 +128,7 @@ def evaluate(
     unknown layout, ``ImageDecodeError`` if no image could be read.
     """
     start = time.perf_counter()
+    get_weights(name)  # an unknown name fails before a long folder scan
     ctx = context or Context()
     evalset = _scan(ctx, data, limit)
     where = ctx.device(None if device is None else str(device)) if ctx.active else device

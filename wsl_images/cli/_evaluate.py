@@ -28,9 +28,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("name", metavar="NAME", help="model name (wsl-images list)")
     p.add_argument("--data", required=True, metavar="DIR", help="the folder of class folders")
     p.add_argument("--checkpoint", metavar="PATH_OR_URL", help="evaluate this state dict instead")
-    p.add_argument("--batch-size", type=_at_least(1), default=32, help="images per forward (32)")
-    p.add_argument("--workers", type=_at_least(0), help="decoding processes (default: auto)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
+    p.add_argument(
+        "--batch-size", type=_at_least(1), default=32, metavar="N", help="images per forward (32)"
+    )
+    p.add_argument(
+        "--workers", type=_at_least(0), metavar="W", help="decoding processes (default: auto)"
+    )
+    p.add_argument(
+        "--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:1 ... (default auto)"
+    )
     p.add_argument(
         "--dtype",
         choices=_DTYPES,
