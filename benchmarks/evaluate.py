@@ -1,6 +1,6 @@
 """Images/s of ``wsl_images.evaluate()`` against a per-image reference loop and the model alone.
 
-    python benchmarks/evaluate.py [--images 200] [--rounds 3] [--batch-size 32]
+    python benchmarks/evaluate.py [--images 200] [--rounds 3] [--batch-size N]
                                   [--device cpu|cuda] [--dtype float32|bfloat16|float16]
 
 Generates an ImageNet-val-like folder under benchmarks/.work/ (1000 WordNet-id class folders,
@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from wsl_images import evaluate  # noqa: E402
+from wsl_images.evaluation import default_batch_size  # noqa: E402
 from wsl_images.layouts import imagenet_wnids, scan  # noqa: E402
 from wsl_images.models import build_model, get_model  # noqa: E402
 from wsl_images.registry import get_weights  # noqa: E402
@@ -157,11 +158,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, help="default: evaluate's (8 CPU, 64 GPU)")
     parser.add_argument("--workers", type=int, help="evaluate's decoding workers (default auto)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=list(_DTYPES), default="float32")
     args = parser.parse_args()
+    args.batch_size = args.batch_size or default_batch_size(torch.device(args.device))
     os.environ.setdefault("WSL_IMAGES_CACHE", str(WORK / "cache"))
     root, checkpoint = make_evalset(args.images), make_checkpoint()
     device = torch.device(args.device)

@@ -29,7 +29,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--data", required=True, metavar="DIR", help="the folder of class folders")
     p.add_argument("--checkpoint", metavar="PATH_OR_URL", help="evaluate this state dict instead")
     p.add_argument(
-        "--batch-size", type=_at_least(1), default=32, metavar="N", help="images per forward (32)"
+        "--batch-size",
+        type=_at_least(1),
+        metavar="N",
+        help="images per forward (default: 8 on a CPU, 64 on a GPU)",
     )
     p.add_argument(
         "--workers", type=_at_least(0), metavar="W", help="decoding processes (default: auto)"
