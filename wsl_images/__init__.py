@@ -30,6 +30,7 @@ from .registry import Weights, get_weights, list_models
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from .cache import BadFile, CacheEntry, clear_cache, download, scan_cache, verify_cache
+    from .evaluation import EvalResult, evaluate
     from .export import export_model
     from .features import FeatureExtractor, FeatureInfo
     from .models import entrypoints, get_model
@@ -44,12 +45,14 @@ _LAZY = {
     "CacheEntry": "cache",
     "Classifier": "predict",
     "EmbeddingMatrix": "results",
+    "EvalResult": "evaluation",
     "FeatureExtractor": "features",
     "FeatureInfo": "features",
     "ResultRow": "results",
     "clear_cache": "cache",
     "download": "cache",
     "entrypoints": "models",
+    "evaluate": "evaluation",
     "export_model": "export",
     "get_model": "models",
     "read_embeddings": "results",
@@ -65,6 +68,7 @@ __all__ = [
     "Classifier",
     "DownloadError",
     "EmbeddingMatrix",
+    "EvalResult",
     "ExportError",
     "FeatureExtractor",
     "FeatureInfo",
@@ -82,6 +86,7 @@ __all__ = [
     "clear_cache",
     "download",
     "entrypoints",
+    "evaluate",
     "export_model",
     "get_model",
     "get_weights",

@@ -47,12 +47,16 @@ class Batch:
         return self
 
 
-def prepare(image: object, geometry: Transform) -> torch.Tensor:
-    """One input as a cropped CHW tensor (uint8, or float in [0, 1] for float tensor inputs)."""
+def prepare(image: object, geometry: Transform, *, draft: bool = True) -> torch.Tensor:
+    """One input as a cropped CHW tensor (uint8, or float in [0, 1] for float tensor inputs).
+
+    ``draft``: JPEG files may decode at a reduced scale (fast); False decodes them in full, as
+    published evaluations do.
+    """
     if isinstance(image, (str, os.PathLike)):
-        image = load_image(image, draft=True)
+        image = load_image(image, draft=draft)
     elif isinstance(image, TarMember):
-        image = load_image(image.open(), draft=True)
+        image = load_image(image.open(), draft=draft)
     elif isinstance(image, Image.Image):
         image = to_rgb(image)
     elif isinstance(image, torch.Tensor):
@@ -76,15 +80,15 @@ def _check_tensor(image: torch.Tensor) -> torch.Tensor:
 
 
 class _Inputs(Dataset[tuple[int, torch.Tensor | None, str | None]]):
-    def __init__(self, items: Sequence[ImageInput], geometry: Transform):
-        self.items, self.geometry = items, geometry
+    def __init__(self, items: Sequence[ImageInput], geometry: Transform, draft: bool):
+        self.items, self.geometry, self.draft = items, geometry, draft
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
         try:
-            return index, prepare(self.items[index], self.geometry), None
+            return index, prepare(self.items[index], self.geometry, draft=self.draft), None
         except InvalidInputError as exc:
             return index, None, str(exc)
         except Exception as exc:  # any decoder failure is that input's error, never the run's
@@ -119,10 +123,16 @@ def make_loader(
     batch_size: int,
     workers: int,
     pin_memory: bool,
+    draft: bool = True,
 ) -> Iterable[Batch]:
-    """Batches of ``items[order[...]]``, consecutive and in order, decoded by ``workers``."""
+    """Batches of ``items[order[...]]``, consecutive and in order, decoded by ``workers``.
+
+    ``draft=False`` decodes JPEGs in full (evaluation); classify/embed keep the fast draft decode.
+    """
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-    return make_batch_loader(items, batches, geometry, workers=workers, pin_memory=pin_memory)
+    return make_batch_loader(
+        items, batches, geometry, workers=workers, pin_memory=pin_memory, draft=draft
+    )
 
 
 def make_batch_loader(
@@ -132,6 +142,7 @@ def make_batch_loader(
     *,
     workers: int,
     pin_memory: bool,
+    draft: bool = True,
 ) -> Iterable[Batch]:
     """One :class:`Batch` per entry of ``batches`` (positions in ``items``), in that order.
 
@@ -139,7 +150,7 @@ def make_batch_loader(
     list as long as the inputs.
     """
     loader: Iterable[Batch] = DataLoader(
-        _Inputs(items, geometry),
+        _Inputs(items, geometry, draft),
         batch_sampler=cast("Iterable[list[int]]", batches),
         num_workers=workers,
         collate_fn=_collate,

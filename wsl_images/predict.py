@@ -9,7 +9,6 @@ sharded across ranks and merged on rank 0 (:mod:`wsl_images.distributed`).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -24,6 +23,7 @@ from .errors import ImageDecodeError, InvalidInputError
 from .images import expand_paths, load_image
 from .models import get_model
 from .pipeline import ImageInput, default_workers, make_batch_loader
+from .progress import progress_bar
 from .registry import DEFAULT_MODEL, get_weights
 from .transforms import geometry, normalization
 
@@ -37,7 +37,6 @@ __all__ = [
     "load_image",
 ]
 
-log = logging.getLogger(__name__)
 _DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 T = TypeVar("T")
 R = TypeVar("R")
@@ -223,10 +222,10 @@ class Classifier:
             size, n = self.batch_size, len(images)
             mine = [range(b * size, min(n, (b + 1) * size)) for b in ctx.batches(count)]
             merged, total = ctx.merge(self._run(images, mine, head), count), n
-        with _progress_bar(total, show=self.progress and ctx.is_main) as update:
+        with progress_bar(total, show=self.progress and ctx.is_main) as bar:
             for outcomes in merged:
                 yield from outcomes
-                update(len(outcomes))
+                bar.update(len(outcomes))
 
     def _classify_head(self, k: int) -> Callable[[torch.Tensor], list[Prediction]]:
         def classify(feats: torch.Tensor) -> list[Prediction]:
@@ -271,19 +270,6 @@ class Classifier:
         with autocast:
             feats = pooled_features(self.model, x).float()
         return head(feats)
-
-
-@contextlib.contextmanager
-def _progress_bar(total: int, *, show: bool) -> Iterator[Callable[[int], object]]:
-    """A tqdm bar's ``update`` (on a TTY only); a no-op without tqdm, which is optional here."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        log.debug("tqdm is not installed: no progress bar")
-        yield lambda n: None
-        return
-    with tqdm(total=total, unit="img", disable=None if show else True, dynamic_ncols=True) as bar:
-        yield bar.update
 
 
 def _collect(outcomes: Iterator[Outcome[T]], images: Sequence[ImageInput]) -> list[T]:

@@ -33,6 +33,7 @@ __all__ = [
     "hash_prefix_of",
     "imagenet_categories",
     "list_models",
+    "robustness",
 ]
 
 log = logging.getLogger(__name__)
@@ -208,6 +209,7 @@ class Weights:
             "min_size": (self.preprocessing.crop, self.preprocessing.crop),
             "timm_name": self.timm_name,
             "aliases": list(self.aliases),
+            "robustness": robustness(self.name).as_dict(),
         }
 
     def transforms(self) -> v2.Compose:
@@ -289,6 +291,83 @@ _TABLE: tuple[Weights, ...] = (
 _REGISTRY: dict[str, Weights] = {w.name: w for w in _TABLE}
 # alias -> canonical name; resolved through _REGISTRY so that a replaced row is the one used.
 _ALIASES: dict[str, str] = {alias: w.name for w in _TABLE for alias in w.aliases}
+
+
+@dataclass(frozen=True)
+class Robustness:
+    """(top-1, top-5) in percent of the released file on ImageNet's robustness test sets, as
+    evaluated by timm (224 crop, bilinear, crop 0.875); None where timm's table has no row."""
+
+    imagenet_v2: tuple[float, float] | None  # ImageNet-V2 matched frequency, 10,000 images
+    imagenet_r: tuple[float, float] | None  # renditions, 200 classes, 30,000 images
+    imagenet_a: tuple[float, float] | None  # natural adversarial, 200 classes, 7,500 images
+    imagenet_sketch: tuple[float, float] | None  # sketches, 1000 classes, 50,889 images
+
+    def as_dict(self) -> dict[str, float | None]:
+        """Flat keys: ``imagenet_v2_top1``, ``imagenet_v2_top5``, ... (None: not measured)."""
+        flat: dict[str, float | None] = {}
+        for key, pair in vars(self).items():
+            flat[f"{key}_top1"], flat[f"{key}_top5"] = pair if pair is not None else (None, None)
+        return flat
+
+    def describe(self) -> str:
+        """One line, e.g. "ImageNet-V2 73.670/92.140, ImageNet-R 75.797/86.197, ..."."""
+        titles = ("ImageNet-V2", "ImageNet-R", "ImageNet-A", "ImageNet-Sketch")
+        parts = [
+            f"{title} {pair[0]:.3f}/{pair[1]:.3f}" if pair else f"{title} not measured"
+            for title, pair in zip(titles, vars(self).values(), strict=True)
+        ]
+        return ", ".join(parts)
+
+
+# Read row by row from timm's results tables (huggingface/pytorch-image-models, results/), rows
+# named resnext101_32x8d.fb_wsl_ig1b_ft_in1k, resnet50.fb_swsl_ig1b_ft_in1k,
+# resnet18.fb_ssl_yfcc100m_ft_in1k, ...: results-imagenetv2-matched-frequency.csv,
+# results-imagenet-r.csv and results-sketch.csv at commit 0173a139a2c66db3a41ebfe1d8ac4fb02483642e,
+# results-imagenet-a.csv at commit 049b1332531609533befd272f451991551560581. None of them has a
+# row for resnext101_32x48d (timm never registered that file under its current names).
+# fmt: off
+_ROBUSTNESS: dict[str, Robustness] = {
+    #              ImageNet-V2 (MF)  ImageNet-R        ImageNet-A        ImageNet-Sketch
+    "resnext101_32x8d_wsl":
+        Robustness((73.670, 92.140), (75.797, 86.197), (45.320, 70.907), (54.908, 77.541)),
+    "resnext101_32x16d_wsl":
+        Robustness((75.720, 92.910), (78.830, 88.473), (53.067, 76.907), (57.696, 79.907)),
+    "resnext101_32x32d_wsl":
+        Robustness((76.810, 93.210), (79.467, 89.197), (58.040, 80.640), (58.376, 80.398)),
+    "resnext101_32x48d_wsl":
+        Robustness(None, None, None, None),
+    "resnet18_ssl":
+        Robustness((61.470, 83.330), (35.613, 53.753), (3.747, 25.387), (21.290, 39.099)),
+    "resnet50_ssl":
+        Robustness((68.380, 88.550), (44.020, 61.887), (15.933, 49.413), (29.439, 49.789)),
+    "resnext50_32x4d_ssl":
+        Robustness((69.710, 89.420), (45.413, 62.023), (20.040, 53.560), (30.602, 50.667)),
+    "resnext101_32x4d_ssl":
+        Robustness((70.500, 89.750), (47.187, 63.387), (24.120, 57.387), (31.429, 52.127)),
+    "resnext101_32x8d_ssl":
+        Robustness((71.480, 90.470), (49.093, 65.490), (29.120, 61.000), (34.033, 55.596)),
+    "resnext101_32x16d_ssl":
+        Robustness((71.420, 90.530), (50.230, 66.033), (32.640, 63.987), (34.615, 55.937)),
+    "resnet18_swsl":
+        Robustness((62.750, 84.300), (52.320, 70.477), (6.253, 31.600), (35.866, 58.461)),
+    "resnet50_swsl":
+        Robustness((71.700, 90.490), (68.287, 83.307), (29.827, 63.853), (49.518, 72.330)),
+    "resnext50_32x4d_swsl":
+        Robustness((72.560, 90.840), (68.977, 82.800), (33.027, 65.120), (50.463, 73.366)),
+    "resnext101_32x4d_swsl":
+        Robustness((74.130, 91.990), (72.657, 85.163), (41.533, 71.707), (53.587, 76.337)),
+    "resnext101_32x8d_swsl":
+        Robustness((75.470, 92.730), (75.600, 86.943), (51.213, 78.240), (56.438, 78.931)),
+    "resnext101_32x16d_swsl":
+        Robustness((73.990, 92.180), (76.300, 87.743), (46.120, 72.240), (57.478, 80.373)),
+}
+# fmt: on
+
+
+def robustness(name: str) -> Robustness:
+    """ImageNet-V2/R/A/Sketch top-1/top-5 of model ``name``'s released file (timm's tables)."""
+    return _ROBUSTNESS[get_weights(name).name]
 
 
 def list_models(pattern: str | None = None) -> list[str]:

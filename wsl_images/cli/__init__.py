@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cache": ("_cache", "inspect, verify or clear the download cache"),
     "classify": ("_predict", "label images with ImageNet classes"),
     "embed": ("_predict", "pooled features (2048-d, 512-d for ResNet-18)"),
+    "evaluate": ("_evaluate", "top-1/top-5 on an ImageNet-style folder (val, V2, R, A, Sketch)"),
     "export": ("_export", "export to ONNX or TorchScript; the file is checked against PyTorch"),
 }
 

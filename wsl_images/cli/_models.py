@@ -6,7 +6,7 @@ import argparse
 
 from ..cache import get_cache_dir
 from ..docs import info_lines
-from ..registry import get_weights, list_models
+from ..registry import get_weights, list_models, robustness
 
 __all__ = ["listing", "register"]
 
@@ -42,6 +42,7 @@ def _info(args: argparse.Namespace) -> int:
     w = get_weights(args.name)
     print(w.name)
     print("\n".join(info_lines(w)))
+    print(f"Robustness, top-1/top-5 (timm): {robustness(w.name).describe()}")
     cached = get_cache_dir() / w.filename
     print(f"Cached: {cached if cached.is_file() else 'no'}")
     return 0

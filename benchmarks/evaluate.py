@@ -1,0 +1,201 @@
+"""Images/s of ``wsl_images.evaluate()`` against a per-image reference loop and the model alone.
+
+    python benchmarks/evaluate.py [--images 200] [--rounds 3] [--batch-size N]
+                                  [--device cpu|cuda] [--dtype float32|bfloat16|float16]
+
+Generates an ImageNet-val-like folder under benchmarks/.work/ (1000 WordNet-id class folders,
+photo-sized 500x375 textured JPEGs in 20 of them) and a ResNet-50 checkpoint with random weights
+(no network), then times, in interleaved rounds with rotating order (this machine is noisy: the
+ratios within each round and their median are shown):
+
+- reference: the textbook loop, one process, one image at a time: PIL full decode, torchvision
+  Resize/CenterCrop/ToTensor/Normalize, forward, top-5 against the label;
+- ceiling: the model alone on ready-made normalised channels_last batches (no decoding), top-5;
+- evaluate: ``wsl_images.evaluate()`` end to end (scan, model load, decoding workers, forward,
+  counting), on the same files.
+
+``--dtype bfloat16`` runs all three under the same autocast (for GPUs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from wsl_images import evaluate  # noqa: E402
+from wsl_images.evaluation import default_batch_size  # noqa: E402
+from wsl_images.layouts import imagenet_wnids, scan  # noqa: E402
+from wsl_images.models import build_model, get_model  # noqa: E402
+from wsl_images.registry import get_weights  # noqa: E402
+
+WORK = REPO / "benchmarks" / ".work"
+MODEL = "resnet50_ssl"
+_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def make_evalset(count: int, classes: int = 20) -> Path:
+    """``count`` 500x375 photo-like JPEGs spread over ``classes`` of 1000 WordNet-id folders."""
+    root = WORK / f"evalset_{count}"
+    wnids = imagenet_wnids()
+    rng = np.random.default_rng(0)
+    for c in range(1000):
+        (root / wnids[c]).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        path = root / wnids[(i % classes) * (1000 // classes)] / f"img_{i:05d}.jpg"
+        if path.exists():
+            continue
+        coarse = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        img = Image.fromarray(coarse).resize((500, 375), Image.Resampling.BICUBIC)
+        noise = rng.normal(0, 18, (375, 500, 3))
+        arr = np.clip(np.asarray(img, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
+        Image.fromarray(arr).filter(ImageFilter.DETAIL).save(path, quality=90)
+    return root
+
+
+def make_checkpoint() -> Path:
+    path = WORK / "resnet50_random.pth"
+    if not path.exists():
+        WORK.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        torch.save(build_model(get_weights(MODEL).arch).state_dict(), path)
+    return path
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, dtype: str) -> Iterator[None]:
+    if _DTYPES[dtype] is None:
+        yield
+    else:
+        with torch.autocast(device.type, dtype=_DTYPES[dtype]):
+            yield
+
+
+def reference(root: Path, checkpoint: Path, device: torch.device, dtype: str) -> float:
+    """The textbook evaluation loop, one image per forward."""
+    from torchvision import transforms
+
+    evalset = scan(root)
+    start = time.perf_counter()
+    model = get_model(MODEL, checkpoint_path=checkpoint).eval().to(device)
+    preprocess = transforms.Compose(
+        [
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+        ]
+    )
+    top1 = top5 = 0
+    for path, label in zip(evalset.files, evalset.labels, strict=True):
+        with Image.open(path) as img:
+            x = preprocess(img.convert("RGB")).unsqueeze(0).to(device)
+        with torch.no_grad(), autocast(device, dtype):
+            top = model(x).float().topk(5, dim=1).indices[0].tolist()
+        top1 += top[0] == label
+        top5 += label in top
+    _sync(device)
+    return len(evalset.files) / (time.perf_counter() - start)
+
+
+def ceiling(count: int, args: argparse.Namespace, checkpoint: Path) -> float:
+    """The model alone on ready-made, normalised, channels_last batches."""
+    device = torch.device(args.device)
+    model = get_model(MODEL, checkpoint_path=checkpoint).eval()
+    model = model.to(device, memory_format=torch.channels_last)
+    sizes = [min(args.batch_size, count - s) for s in range(0, count, args.batch_size)]
+    batches = [
+        torch.randn(n, 3, 224, 224).contiguous(memory_format=torch.channels_last) for n in sizes
+    ]
+    with torch.inference_mode(), autocast(device, args.dtype):
+        model(batches[0].to(device))  # warm-up (oneDNN primitives / cuDNN algorithms)
+    _sync(device)
+    start = time.perf_counter()
+    with torch.inference_mode(), autocast(device, args.dtype):
+        for batch in batches:
+            model(batch.to(device, non_blocking=True)).float().topk(5, dim=1)
+    _sync(device)
+    return count / (time.perf_counter() - start)
+
+
+def run_evaluate(root: Path, count: int, args: argparse.Namespace, checkpoint: Path) -> float:
+    start = time.perf_counter()
+    result = evaluate(
+        MODEL,
+        root,
+        checkpoint_path=checkpoint,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        dtype=args.dtype,
+        progress=False,
+    )
+    rate = count / (time.perf_counter() - start)
+    if result.count != count or result.failed:
+        msg = f"evaluate scored {result.count} of {count} images ({result.failed} unreadable)"
+        raise SystemExit(msg)
+    return rate
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, help="default: evaluate's (8 CPU, 64 GPU)")
+    parser.add_argument("--workers", type=int, help="evaluate's decoding workers (default auto)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=list(_DTYPES), default="float32")
+    args = parser.parse_args()
+    args.batch_size = args.batch_size or default_batch_size(torch.device(args.device))
+    os.environ.setdefault("WSL_IMAGES_CACHE", str(WORK / "cache"))
+    root, checkpoint = make_evalset(args.images), make_checkpoint()
+    device = torch.device(args.device)
+    print(
+        f"{args.images} JPEGs 500x375 in 1000 WordNet-id folders, {MODEL} architecture, "
+        f"{args.device} {args.dtype}, batch {args.batch_size}, {torch.get_num_threads()} threads"
+    )
+    ceiling(args.batch_size, args, checkpoint)  # process warm-up (oneDNN, allocator, CUDA)
+    timers: dict[str, Callable[[], float]] = {
+        "reference": lambda: reference(root, checkpoint, device, args.dtype),
+        "ceiling": lambda: ceiling(args.images, args, checkpoint),
+        "evaluate": lambda: run_evaluate(root, args.images, args, checkpoint),
+    }
+    ratios: dict[str, list[float]] = {"ceiling": [], "reference": []}
+    for r in range(args.rounds):
+        names = list(timers)
+        names = names[r % 3 :] + names[: r % 3]  # rotate, so no method always runs first
+        rates = {name: timers[name]() for name in names}
+        for base in ratios:
+            ratios[base].append(rates["evaluate"] / rates[base])
+        print(
+            f"round {r + 1}: " + ", ".join(f"{k} {v:.2f} img/s" for k, v in rates.items()) + "; "
+            f"evaluate = {ratios['ceiling'][-1]:.2f}x the ceiling, "
+            f"{ratios['reference'][-1]:.2f}x the reference loop"
+        )
+    # The machine's load changes from minute to minute: ratios within a round are what counts.
+    print(
+        f"median of {args.rounds} rounds: evaluate = "
+        f"{statistics.median(ratios['ceiling']):.2f}x the ceiling, "
+        f"{statistics.median(ratios['reference']):.2f}x the reference loop"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""``evaluate``: top-1/top-5 of a model on an ImageNet-style folder (re-measure the table).
+
+Parser construction uses argparse only, so ``wsl-images --help`` starts at once; torch and the
+pipeline are imported by the handler. Under ``torchrun`` every rank runs the same command on its
+share of the batches and rank 0 prints and writes the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+__all__ = ["register"]
+
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="top-1/top-5 on an ImageNet-style folder (val, V2, R, A, Sketch)",
+        description="Top-1/top-5 of NAME on DIR: one folder per class, named by WordNet id "
+        "(n01440764/ ...: ImageNet val, -Sketch, -R, -A) or by class index (0/ ... 999/: "
+        "ImageNet-V2). A subset of the 1000 classes restricts the logits to it. Exit code 1 "
+        "if some images could not be read (they are listed, not scored).",
+    )
+    p.add_argument("name", metavar="NAME", help="model name (wsl-images list)")
+    p.add_argument("--data", required=True, metavar="DIR", help="the folder of class folders")
+    p.add_argument("--checkpoint", metavar="PATH_OR_URL", help="evaluate this state dict instead")
+    p.add_argument(
+        "--batch-size",
+        type=_at_least(1),
+        metavar="N",
+        help="images per forward (default: 8 on a CPU, 64 on a GPU)",
+    )
+    p.add_argument(
+        "--workers", type=_at_least(0), metavar="W", help="decoding processes (default: auto)"
+    )
+    p.add_argument(
+        "--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:1 ... (default auto)"
+    )
+    p.add_argument(
+        "--dtype",
+        choices=_DTYPES,
+        default="float32",
+        help="autocast dtype for the forward pass (bfloat16/float16: mixed precision, for GPUs)",
+    )
+    p.add_argument(
+        "--limit", type=_at_least(1), metavar="N", help="at most N images, spread across classes"
+    )
+    p.add_argument(
+        "--output", "-o", metavar="FILE.json", help="write the full result here (atomically)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=_evaluate)
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            msg = f"must be a whole number >= {minimum}, got {text!r}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return parse
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from ..distributed import init_from_env, shutdown
+    from ..evaluation import evaluate
+    from ._output import check_output, open_output
+
+    check_output(args.output)
+    ctx = init_from_env(args.device)
+    try:
+        result = evaluate(
+            args.name,
+            args.data,
+            checkpoint_path=args.checkpoint,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            device=args.device,
+            dtype=args.dtype,
+            limit=args.limit,
+            progress=not args.no_progress,
+            context=ctx,
+        )
+    finally:
+        shutdown(ctx)
+    if ctx.is_main:
+        print("\n".join(result.summary()))
+        for failure in result.failures[:10]:
+            print(f"unreadable: {failure.path}: {failure.error}", file=sys.stderr)
+        if result.failed > 10:
+            where = f"all in {args.output}" if args.output else "--output FILE.json lists all"
+            print(f"... {result.failed - 10} more unreadable images ({where})", file=sys.stderr)
+        if args.output:
+            with open_output(args.output) as out:
+                json.dump(result.as_dict(), out, indent=1)
+                out.write("\n")
+    return 1 if result.failed else 0
