@@ -13,15 +13,15 @@ network needed. Nothing else in the package writes it; loading only reads what t
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-from collections import deque
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ..atomic import atomic_file
 from . import _records
+from ._hasher import PrefixHasher
 from ._paths import derived_path, meta_dir, obsolete_copy
 
 __all__ = ["check_derived", "derive"]
@@ -92,48 +92,50 @@ def _remove(target: Path) -> None:
 
 
 class _HashingWriter:
-    """A write-only file object that hashes what torch.save writes through it (one pass).
+    """A write-only file object for torch.save that hashes what it writes, in one pass.
 
-    torch.save hands over views of buffers it reuses, so large ones are copied (a memcpy costs
-    far less than sha256) and hashed by a helper thread while torch serialises and writes the
-    next ones; small ones are hashed inline. The digest is complete when the block ends.
+    ``write`` only writes (torch reuses its buffers once the call returns); a hasher thread
+    reads the written bytes back from the page cache and hashes them meanwhile, so sha256 runs
+    beside torch's serialising and writing instead of after it. The digest is complete when the
+    block ends.
     """
-
-    _ASYNC_FROM = 1 << 20
-    _QUEUED = 8  # copies in flight at most: bounded memory
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.digest = hashlib.sha256()
+        self.written = 0
+        self.cond = threading.Condition()
+        self.abort = threading.Event()
+        self.hasher = PrefixHasher(
+            fd, self.cond, lambda: self.written, self.abort, write_back=False
+        )
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="wsl-images-hash")
-        self.pending: deque[Future[None]] = deque()
+        self.digest: Future[str] = self.pool.submit(self.hasher.run)
 
     def __enter__(self) -> _HashingWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        for done in self.pending:  # in order: the digest must see every byte
-            done.result()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        with self.cond:
+            if exc_type is None:
+                self.hasher.finish()
+            else:
+                self.abort.set()
+                self.cond.notify_all()
         self.pool.shutdown()
 
     def write(self, data: bytes | memoryview) -> int:
         view = memoryview(data).cast("B")
-        if len(view) >= self._ASYNC_FROM:
-            if len(self.pending) >= self._QUEUED:
-                self.pending.popleft().result()
-            self.pending.append(self.pool.submit(self.digest.update, bytes(view)))
-        else:
-            for done in self.pending:  # keep the order of the bytes
-                done.result()
-            self.pending.clear()
-            self.digest.update(view)
         rest = view
         while rest:
             rest = rest[os.write(self.fd, rest) :]
+        with self.cond:
+            self.written += len(view)
+            self.cond.notify_all()
         return len(view)
 
     def flush(self) -> None:
         pass
 
     def hexdigest(self) -> str:
-        return self.digest.hexdigest()
+        """The sha256 of everything written (waits for the hasher)."""
+        return self.digest.result()

@@ -1,9 +1,10 @@
 """The sha256 of a file while it is being written, pieces in any order.
 
-sha256 is sequential, so the hasher follows the contiguous written prefix (:meth:`Plan.frontier`)
-and reads it back from the page cache while later bytes still arrive; sha256 releases the GIL, so
-it runs beside the receiving threads and the digest is ready a moment after the last byte. It
-also starts write-back every 64 MiB, so the fsync before publishing has little left to do.
+sha256 is sequential, so the hasher follows the contiguous written prefix (for a download,
+:meth:`Plan.frontier`; for a derived copy, the bytes written so far) and reads it back from the
+page cache while later bytes still arrive. sha256 releases the GIL, so it runs beside the
+writing threads and the digest is ready a moment after the last byte. For a durable file it also
+starts write-back every 64 MiB, so the fsync before publishing has little left to do.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 
 from ._http import AbortedError
-from ._pieces import Plan
 
 __all__ = ["PrefixHasher"]
 
@@ -23,27 +24,37 @@ _SYNC_EVERY = 64 << 20
 
 
 class PrefixHasher:
-    """Hashes ``fd`` as ``plan``'s written prefix grows; :meth:`run` returns the hex digest."""
+    """Hashes ``fd`` as ``frontier()`` (bytes written from the start, read with ``cond`` held,
+    which writers notify) grows; :meth:`run` returns the hex digest."""
 
-    def __init__(self, fd: int, plan: Plan, abort: threading.Event) -> None:
-        self.fd, self.plan, self.abort = fd, plan, abort
-        self.finished = False  # set (with plan.cond held) once every byte is in
+    def __init__(
+        self,
+        fd: int,
+        cond: threading.Condition,
+        frontier: Callable[[], int],
+        abort: threading.Event,
+        *,
+        write_back: bool = True,
+    ) -> None:
+        self.fd, self.cond, self.frontier, self.abort = fd, cond, frontier, abort
+        self.write_back = write_back
+        self.finished = False  # set (with cond held) once every byte is in
         self.syncing: threading.Thread | None = None
 
     def finish(self) -> None:
-        """Every byte is written (call with ``plan.cond`` held): hash the rest and return."""
+        """Every byte is written (call with ``cond`` held): hash the rest and return."""
         self.finished = True
-        self.plan.cond.notify_all()
+        self.cond.notify_all()
 
     def run(self) -> str:
         digest = hashlib.sha256()
         buf = bytearray(_READ)  # reused: no fresh pages to fault in for every read
         view = memoryview(buf)
         hashed = 0
-        cond = self.plan.cond
+        cond = self.cond
         while True:
             with cond:
-                while (frontier := self.plan.frontier()) - hashed < _WAKE:
+                while (frontier := self.frontier()) - hashed < _WAKE:
                     if self.abort.is_set():
                         raise AbortedError
                     if self.finished:
@@ -55,15 +66,15 @@ class PrefixHasher:
                 n = os.preadv(self.fd, [view[: min(_READ, frontier - hashed)]], hashed)
                 digest.update(view[:n])
                 hashed += n
-                if hashed % _SYNC_EVERY < n:
-                    self._write_back()
+                if self.write_back and hashed % _SYNC_EVERY < n:
+                    self._start_write_back()
 
     def join(self) -> None:
         """Wait for the last background write-back."""
         if self.syncing is not None:
             self.syncing.join()
 
-    def _write_back(self) -> None:
+    def _start_write_back(self) -> None:
         """Flush written pages in the background, so the fsync before publishing is short."""
         if self.syncing is None or not self.syncing.is_alive():
             self.syncing = threading.Thread(target=os.fdatasync, args=(self.fd,), daemon=True)

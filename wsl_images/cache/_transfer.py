@@ -141,7 +141,7 @@ class _Transfer:
             resp.close()
             return _EMPTY_SHA256
         workers = self.opts.parts if self.ranged else 1
-        hasher = PrefixHasher(self.fd, self.plan, self.abort)
+        hasher = PrefixHasher(self.fd, self.plan.cond, self.plan.frontier, self.abort)
         with ThreadPoolExecutor(workers + 1, thread_name_prefix="wsl-images-dl") as pool:
             hashing = pool.submit(hasher.run)
             futures = [pool.submit(self._worker, self.session, first, resp)]
