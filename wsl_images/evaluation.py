@@ -10,7 +10,6 @@ each rank scores its share of the batches; the counts are summed once at the end
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -231,15 +230,8 @@ def _score(clf: Classifier, batch: Batch, labels: torch.Tensor, tally: _Tally) -
 
 @torch.inference_mode()
 def _logits(clf: Classifier, images: torch.Tensor) -> torch.Tensor:
-    x = images.to(clf.device, non_blocking=True)
-    x = clf.normalize(x).contiguous(memory_format=torch.channels_last)
-    autocast = (
-        torch.autocast(clf.device.type, dtype=clf.autocast_dtype)
-        if clf.autocast_dtype is not None
-        else contextlib.nullcontext()
-    )
-    with autocast:
-        logits: torch.Tensor = clf.model(x)
+    # The head in float32 on the pooled features, as classify computes its probabilities.
+    logits: torch.Tensor = clf.model.fc(clf.batch_features(images))
     return logits.float()
 
 

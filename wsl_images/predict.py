@@ -260,6 +260,13 @@ class Classifier:
 
     @torch.inference_mode()
     def _forward(self, images: torch.Tensor, head: Callable[[torch.Tensor], list[R]]) -> list[R]:
+        return head(self.batch_features(images))
+
+    @torch.inference_mode()
+    def batch_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled features (float32, on the model's device) of a batch as the pipeline's workers
+        make it: cropped NCHW images, uint8 (0-255) or float (0-1), not yet normalised. The
+        forward runs under ``autocast`` if set; apply ``self.model.fc`` for logits."""
         x = images.to(self.device, non_blocking=True)
         x = self.normalize(x).contiguous(memory_format=torch.channels_last)
         autocast = (
@@ -268,8 +275,7 @@ class Classifier:
             else contextlib.nullcontext()
         )
         with autocast:
-            feats = pooled_features(self.model, x).float()
-        return head(feats)
+            return pooled_features(self.model, x).float()
 
 
 def _collect(outcomes: Iterator[Outcome[T]], images: Sequence[ImageInput]) -> list[T]:
