@@ -83,15 +83,15 @@ def test_classify_with_checkpoint(
 
 
 def test_no_network_fails_with_a_clear_message(tmp_path: Path) -> None:
+    # The README's first command, with the default retry settings (5 retries, backoff from 1 s):
+    # a refused connection gets one quick retry, then the error (no minute of backoff).
     env = {
         "WSL_IMAGES_CACHE": str(tmp_path / "c"),
         "WSL_IMAGES_MIRROR": "http://127.0.0.1:9",
         "PATH": "/usr/bin:/bin",
-        "WSL_IMAGES_RETRIES": "1",
-        "WSL_IMAGES_BACKOFF": "0.01",
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "wsl_images", "classify", str(SAMPLE)],
+        [sys.executable, "-m", "wsl_images", "-v", "classify", str(SAMPLE)],
         capture_output=True,
         text=True,
         env=env,
@@ -101,6 +101,8 @@ def test_no_network_fails_with_a_clear_message(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
+    assert "Cannot reach 127.0.0.1: the connection was refused" in proc.stderr
+    assert proc.stderr.count("retrying in") == 1 and "retrying in 0.5 s" in proc.stderr
     assert "http://127.0.0.1:9/semi_weakly_supervised_resnext50_32x4-72679e44.pth" in proc.stderr
     assert "WSL_IMAGES_MIRROR" in proc.stderr
     assert "`wsl-images download resnext50_32x4d_swsl`" in proc.stderr  # the exact command

@@ -162,7 +162,8 @@ def open_get(
 
 
 def _unreachable(exc: BaseException) -> str | None:
-    """Why the host cannot be reached, if anything in the error's chain says so.
+    """Why the host cannot be reached, with the system's own words, if the error's chain says
+    so ("its name does not resolve ([Errno -2] Name or service not known)"); else None.
 
     requests wraps urllib3's errors, which wrap the socket's: walk args, ``reason`` and causes.
     """
@@ -172,12 +173,15 @@ def _unreachable(exc: BaseException) -> str | None:
         if id(err) in seen:
             continue
         seen.add(id(err))
+        why = None
         if isinstance(err, socket.gaierror):  # EAI_NONAME, and EAI_AGAIN when DNS is down
-            return "its name does not resolve"
-        if isinstance(err, OSError) and err.errno == errno.ECONNREFUSED:
-            return "the connection was refused"
-        if isinstance(err, OSError) and err.errno in _UNREACHABLE_ERRNOS:
-            return "the network is unreachable"
+            why = "its name does not resolve"
+        elif isinstance(err, OSError) and err.errno == errno.ECONNREFUSED:
+            why = "the connection was refused"
+        elif isinstance(err, OSError) and err.errno in _UNREACHABLE_ERRNOS:
+            why = "the network is unreachable"
+        if why is not None:
+            return f"{why} ({err})"
         linked = (*err.args, getattr(err, "reason", None), err.__cause__, err.__context__)
         todo.extend(x for x in linked if isinstance(x, BaseException))
     return None
@@ -307,7 +311,7 @@ def _delay(
     if quick and exc.unreachable is not None:
         if failures > 1:
             host = urlsplit(url).hostname or url
-            msg = f"Cannot reach {host}: {exc.unreachable} ({exc})."
+            msg = f"Cannot reach {host}: {exc.unreachable}."
             raise UnreachableError(msg) from exc
         return min(_QUICK_RETRY_S, opts.backoff_max)
     if failures > opts.retries:
