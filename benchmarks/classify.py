@@ -36,18 +36,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from generated import MODEL, checkpoint, photo  # noqa: E402
+
 from wsl_images.cli import main as cli_main  # noqa: E402
-from wsl_images.models import build_model, get_model  # noqa: E402
-from wsl_images.registry import get_weights  # noqa: E402
+from wsl_images.models import get_model  # noqa: E402
 
 WORK = REPO / "benchmarks" / ".work"
 CPU: dict[str, list[float]] = {"classify": [], "sharded": []}  # CPU seconds per image, per run
-MODEL = "resnet50_ssl"
 
 
 def make_images(folder: Path, count: int) -> list[Path]:
@@ -60,22 +60,12 @@ def make_images(folder: Path, count: int) -> list[Path]:
         paths.append(path)
         if path.exists():
             continue
-        coarse = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
-        img = Image.fromarray(coarse).resize((500, 375), Image.Resampling.BICUBIC)
-        noise = rng.normal(0, 18, (375, 500, 3))
-        arr = np.clip(np.asarray(img, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
-        img = Image.fromarray(arr).filter(ImageFilter.DETAIL)
-        img.save(path, quality=90)
+        photo(rng).save(path, quality=90)
     return paths
 
 
 def make_checkpoint() -> Path:
-    path = WORK / "resnet50_random.pth"
-    if not path.exists():
-        WORK.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(0)
-        torch.save(build_model(get_weights(MODEL).arch).state_dict(), path)
-    return path
+    return checkpoint(WORK)
 
 
 def seed_loop(paths: list[Path], checkpoint: Path) -> float:

@@ -30,19 +30,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from generated import MODEL, checkpoint, photo  # noqa: E402
+
 from wsl_images import evaluate  # noqa: E402
 from wsl_images.evaluation import default_batch_size  # noqa: E402
 from wsl_images.layouts import imagenet_wnids, scan  # noqa: E402
-from wsl_images.models import build_model, get_model  # noqa: E402
-from wsl_images.registry import get_weights  # noqa: E402
+from wsl_images.models import get_model  # noqa: E402
 
 WORK = REPO / "benchmarks" / ".work"
-MODEL = "resnet50_ssl"
 _DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -57,21 +57,12 @@ def make_evalset(count: int, classes: int = 20) -> Path:
         path = root / wnids[(i % classes) * (1000 // classes)] / f"img_{i:05d}.jpg"
         if path.exists():
             continue
-        coarse = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
-        img = Image.fromarray(coarse).resize((500, 375), Image.Resampling.BICUBIC)
-        noise = rng.normal(0, 18, (375, 500, 3))
-        arr = np.clip(np.asarray(img, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
-        Image.fromarray(arr).filter(ImageFilter.DETAIL).save(path, quality=90)
+        photo(rng).save(path, quality=90)
     return root
 
 
 def make_checkpoint() -> Path:
-    path = WORK / "resnet50_random.pth"
-    if not path.exists():
-        WORK.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(0)
-        torch.save(build_model(get_weights(MODEL).arch).state_dict(), path)
-    return path
+    return checkpoint(WORK)
 
 
 @contextlib.contextmanager

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from evalsets import write_photos
+from launch import wsl_images_cli
 from server import FileServer
 
 from wsl_images.cli import main
@@ -17,20 +15,6 @@ from wsl_images.layouts import imagenet_wnids
 
 REPO = Path(__file__).resolve().parents[1]
 Served = tuple[FileServer, dict[str, Path]]
-
-
-def _torchrun(args: list[str], cache: Path) -> subprocess.CompletedProcess[str]:
-    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "WSL_IMAGES_CACHE": str(cache)}
-    return subprocess.run(
-        [sys.executable, *launcher, "-m", "wsl_images", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def test_two_ranks_equal_one(
@@ -49,7 +33,7 @@ def test_two_ranks_equal_one(
     common += ["--batch-size", "3", "--workers", "0", "--no-progress"]  # 14 files: 5 batches
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     assert main([*common, "--output", str(one)]) == 1  # the broken file
-    proc = _torchrun(["-v", *common, "--output", str(two)], tmp_path / "cache2")
+    proc = wsl_images_cli(["-v", *common, "--output", str(two)], tmp_path / "cache2")
     assert proc.returncode == 1, proc.stderr
     assert "rank 1 of 2 joined (gloo, cpu)" in proc.stderr
     assert proc.stdout.count("top-1 ") == 1  # rank 0 alone prints

@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from imagegen import photo, write_bad
+from launch import wsl_images_cli
 from server import FileServer
 
 from wsl_images.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 Served = tuple[FileServer, dict[str, Path]]
-
-
-def _torchrun(args: list[str], cache: Path) -> subprocess.CompletedProcess[str]:
-    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "WSL_IMAGES_CACHE": str(cache)}
-    return subprocess.run(
-        [sys.executable, *launcher, "-m", "wsl_images", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +44,7 @@ def test_two_ranks_equal_one(
             assert "3 of 9 inputs failed" in capsys.readouterr().err
         else:
             for args in (classify, embed):
-                proc = _torchrun(args, tmp_path / "cache2")
+                proc = wsl_images_cli(args, tmp_path / "cache2")
                 assert proc.returncode == 1, proc.stderr  # 3 bad files among 9 inputs
                 assert "3 of 9 inputs failed" in proc.stderr
         outputs[ranks] = (out.read_text(), np.load(npy), npy.with_suffix(".jsonl").read_text())

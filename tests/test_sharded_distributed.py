@@ -4,15 +4,14 @@ written once by one rank, and a fixed number of collectives whatever the number 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from imagegen import write_dataset
+from launch import torchrun
 from server import FileServer
 
 from wsl_images.cli import main
@@ -24,16 +23,7 @@ INPUTS, SHARDS = 4 + 30 + 6, 5  # bad files, photos, tar members; shards of 8
 
 def _torchrun(probe: Path, args: list[str]) -> tuple[subprocess.CompletedProcess[str], list[Any]]:
     probe.mkdir()
-    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    proc = subprocess.run(
-        [sys.executable, *launcher, str(REPO / "tests" / "dist_probe.py"), str(probe), *args],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    proc = torchrun([str(REPO / "tests" / "dist_probe.py"), str(probe), *args])
     ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
     return proc, ranks
 
