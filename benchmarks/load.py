@@ -157,13 +157,11 @@ def reset_cache(path: Path) -> None:
 
 def hash_plus_copy(path: Path) -> float:
     """sha256 of the file + cp of the file: the work a verified first load cannot avoid."""
+    sys.path.insert(0, str(ROOT))
+    from wsl_images.cache import sha256_of
+
     start = time.perf_counter()
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        buf = bytearray(8 << 20)
-        view = memoryview(buf)
-        while n := f.readinto(buf):
-            digest.update(view[:n])
+    sha256_of(path)
     copy = path.with_name("copy.tmp")
     shutil.copyfile(path, copy)
     with open(copy, "rb+") as f:
