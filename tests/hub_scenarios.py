@@ -21,22 +21,27 @@ from pathlib import Path
 HUB_USER = ("torch", "torchvision", "requests", "tqdm")  # what torch.hub users have
 MINIMUM = ("torch", "torchvision")
 
-# Two loads of a checkpoint URL through torch.hub: the first downloads, verifies and derives the
-# memory-mappable copy; the second maps that copy (it shows in /proc/self/maps) and reads no pickle.
+# Two loads of a checkpoint URL through torch.hub: the first downloads, verifies and parses the
+# file (keeping its layout); the second parses no pickle and maps the cached file itself (it
+# shows in /proc/self/maps). No copy of the weights is written.
 TWO_HUB_LOADS = """
-import json, pathlib, sys, torch
+import json, pathlib, sys, torch, torch._weights_only_unpickler as w
 repo, cache, url = sys.argv[1:4]
-loads = []
-real = torch.load
-torch.load = lambda f, **kw: loads.append((str(f), bool(kw.get("mmap")))) or real(f, **kw)
+parses = []
+real = w.Unpickler
+w.Unpickler = lambda *a, **kw: parses.append(1) or real(*a, **kw)
 first = torch.hub.load(repo, "resnet18_ssl", source="local", checkpoint_path=url, progress=False)
+parsed_first = len(parses)
 second = torch.hub.load(repo, "resnet18_ssl", source="local", checkpoint_path=url, progress=False)
-derived = next(pathlib.Path(cache, ".wsl-images", "derived").glob("*.mmap.pt"))
+source = pathlib.Path(cache, url.rsplit("/", 1)[1])
 maps = pathlib.Path("/proc/self/maps")
-mapped = str(derived) in maps.read_text() if maps.exists() else True
+mapped = str(source) in maps.read_text() if maps.exists() else True
+others = [p for p in pathlib.Path(cache).rglob("*") if p.is_file() and p != source]
+copies = sum(p.stat().st_size for p in others)
 pairs = zip(first.state_dict().values(), second.state_dict().values())
 same = all(torch.equal(a, b) for a, b in pairs)
-print(json.dumps({"second_load": loads[-1] == (str(derived), True), "mapped": mapped,
+print(json.dumps({"second_load_parses": len(parses) - parsed_first, "mapped": mapped,
+                  "first_load_parsed": parsed_first > 0, "no_copy": copies < 65536,
                   "same_weights": same, "modules": sorted(m for m in ("safetensors", "onnx")
                                                           if m in sys.modules)}))
 """
@@ -57,7 +62,14 @@ print(json.dumps({"message": message, "cached_loads": type(model).__name__}))
 """
 
 EXPECTED = {
-    "TWO_HUB_LOADS": {"second_load": True, "mapped": True, "same_weights": True, "modules": []},
+    "TWO_HUB_LOADS": {
+        "second_load_parses": 0,
+        "mapped": True,
+        "first_load_parsed": True,
+        "no_copy": True,
+        "same_weights": True,
+        "modules": [],
+    },
 }
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from server import FileServer
 
 from wsl_images import BadFile, atomic, clear_cache, download, get_model, scan_cache, verify_cache
@@ -24,7 +25,7 @@ Served = tuple[FileServer, dict[str, Path]]
 def filled(
     served: Served, register_file: Callable[[str, str], None], isolated_cache: Path
 ) -> dict[str, Path]:
-    """A registered legacy file (loaded: copy derived) and a zip file downloaded by URL."""
+    """A registered legacy file (loaded: its layout kept) and a zip file downloaded by URL."""
     server, files = served
     register_file("resnet18_ssl", f"{server.url}/{files['legacy'].name}")
     get_model("resnet18_ssl", progress=False)
@@ -46,32 +47,35 @@ def test_scan_lists_what_wsl_images_keeps(filled: dict[str, Path]) -> None:
     assert legacy.name == "resnet18_ssl" and zipped.name == filled["zip"].name
     assert legacy.verified and zipped.verified and legacy.hash_in_name
     assert legacy.size == filled["legacy"].stat().st_size
-    (copy,) = legacy.derived
-    assert copy.path == derived_path(filled["legacy"]) and copy.verified and not copy.obsolete
-    assert legacy.size_on_disk == legacy.size + copy.size
-    assert zipped.derived == ()  # a zip-format file is memory-mapped as it is
+    (layout,) = legacy.derived
+    assert layout.path == derived_path(filled["legacy"]) and layout.verified
+    assert not layout.obsolete and layout.size < 64 << 10  # a layout, not a copy of the weights
+    assert legacy.size_on_disk == legacy.size + layout.size
+    assert zipped.derived == ()  # a zip-format file is memory-mapped by torch.load as it is
 
 
 def test_verify_rehashes_everything_and_returns_the_bad_ones(filled: dict[str, Path]) -> None:
     assert verify_cache() == []
     _flip(filled["zip"])
-    copy = derived_path(filled["legacy"])
-    _flip(copy)
+    layout = derived_path(filled["legacy"])
+    _flip(layout, at=len(layout.read_bytes()) // 2)
     bad = verify_cache()
-    assert [b.path for b in bad] == [copy, filled["zip"]]
+    assert [b.path for b in bad] == [layout, filled["zip"]]
     assert all(isinstance(b, BadFile) for b in bad)
-    assert "differs from the one recorded when it was written" in bad[0].reason
-    assert not copy.exists()  # derived: removed, rebuilt from its source on the next load
+    assert "does not match the one written with it" in bad[0].reason
+    assert not layout.exists()  # derived: removed, made again from its source on the next load
     assert filled["zip"].exists() and _records.read(filled["zip"]) is None  # source: re-fetched
     assert verify_cache(["resnet18_ssl"]) == []
-    assert loadable("resnet18_ssl", progress=False) == copy and copy.exists()
+    assert loadable("resnet18_ssl", progress=False) == filled["legacy"]
+    get_model("resnet18_ssl", progress=False)
+    assert layout.exists() and verify_cache(["resnet18_ssl"]) == []
 
 
 def test_clear_by_name_and_everything(filled: dict[str, Path], isolated_cache: Path) -> None:
-    copy = derived_path(filled["legacy"])
+    layout = derived_path(filled["legacy"])
     removed = clear_cache(["resnet18_ssl"])
-    assert removed == [filled["legacy"], copy]
-    assert _records.read(filled["legacy"]) is None and _records.read(copy) is None
+    assert removed == [filled["legacy"], layout]
+    assert _records.read(filled["legacy"]) is None
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         check=True,
@@ -84,18 +88,27 @@ def test_clear_by_name_and_everything(filled: dict[str, Path], isolated_cache: P
     assert sorted(p.name for p in isolated_cache.iterdir()) == [".wsl-images", "someone-elses.pth"]
 
 
-def test_an_obsolete_safetensors_copy_is_listed_then_removed(
+def test_obsolete_copies_of_older_versions_are_listed_then_removed(
     served: Served, register_file: Callable[[str, str], None], isolated_cache: Path
 ) -> None:
     server, files = served
     register_file("resnet18_ssl", f"{server.url}/{files['legacy'].name}")
     source = download("resnet18_ssl", progress=False)
-    old = source.with_name(source.name + ".safetensors")  # what wsl-images 0.1 left beside it
-    old.write_bytes(b"0.1's converted copy")
+    derived = isolated_cache / ".wsl-images" / "derived"
+    old = [
+        source.with_name(source.name + ".safetensors"),  # what wsl-images 0.1 left beside it
+        derived / (source.name + ".mmap.pt"),  # 0.2's memory-mappable copy
+        derived / (source.name + ".mmap.pt.verified"),  # and its record
+    ]
+    for path in old:
+        path.write_bytes(b"an older version's converted copy")
     (entry,) = scan_cache()
-    assert [(d.path, d.obsolete) for d in entry.derived] == [(old, True)]
-    get_model("resnet18_ssl", progress=False)  # derives the new copy, drops the old one
-    assert not old.exists()
+    assert [(d.path, d.obsolete) for d in entry.derived] == [(p, True) for p in old]
+    assert entry.size_on_disk == entry.size + sum(p.stat().st_size for p in old)
+    get_model("resnet18_ssl", progress=False)  # maps the file in place, drops the old copies
+    assert not any(p.exists() for p in old)
+    (entry,) = scan_cache()
+    assert [(d.path, d.obsolete) for d in entry.derived] == [(derived_path(source), False)]
 
 
 def test_cache_dir_argument_wins(served: Served, tmp_path: Path, isolated_cache: Path) -> None:
@@ -135,3 +148,24 @@ def test_the_default_folder_is_torch_hubs_without_importing_torch(env: dict[str,
     (folder, _), hub = json.loads(out)
     assert folder == str(Path(hub) / "checkpoints")
     assert get_cache_dir("~/x") == Path.home() / "x"
+
+
+def test_a_layout_that_cannot_be_kept_costs_only_a_parse(
+    served: Served,
+    register_file: Callable[[str, str], None],
+    isolated_cache: Path,
+    state18: dict[str, torch.Tensor],
+) -> None:
+    # As in a cache where nothing can be written beside the files (here: a file where the
+    # derived folder should be; as root, permissions would not stop the write).
+    server, files = served
+    register_file("resnet18_ssl", f"{server.url}/{files['legacy'].name}")
+    download("resnet18_ssl", progress=False)
+    blocker = isolated_cache / ".wsl-images" / "derived"
+    blocker.rmdir()
+    blocker.write_bytes(b"not a folder")
+    for _ in range(2):
+        model = get_model("resnet18_ssl", progress=False)
+        for key, value in state18.items():
+            assert torch.equal(model.state_dict()[key], value), key
+    assert blocker.read_bytes() == b"not a folder"

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from server import FileServer
 
 from wsl_images import get_model
@@ -18,7 +19,7 @@ Served = tuple[FileServer, dict[str, Path]]
 
 @pytest.fixture
 def cached(served: Served, register_file: Callable[[str, str], None], isolated_cache: Path) -> Path:
-    """resnet18_ssl registered at the served legacy file, loaded once (so a copy derived)."""
+    """resnet18_ssl registered at the served legacy file, loaded once (so its layout kept)."""
     server, files = served
     register_file("resnet18_ssl", f"{server.url}/{files['legacy'].name}")
     get_model("resnet18_ssl", progress=False)
@@ -33,14 +34,14 @@ def _flip_last_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_list_shows_files_and_derived_copies(
+def test_list_shows_files_and_derived_files(
     cached: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (cached.parent / "someone-elses.pth").write_bytes(b"torch.hub's file")
     assert main(["cache", "list"]) == 0
     out = capsys.readouterr().out
     assert f"{cached.name} (resnet18_ssl)  {cached.stat().st_size:,} bytes  verified" in out
-    assert f"+ {derived_path(cached).name}" in out and "memory-mappable copy, verified" in out
+    assert f"+ {derived_path(cached).name}" in out and "layout of its tensors, verified" in out
     assert "someone-elses.pth" not in out  # files of other tools are not ours to list
     assert main(["cache", "list", "ssl_resnet18"]) == 0  # timm's legacy name for it
     assert f"{cached.name} (resnet18_ssl)" in capsys.readouterr().out
@@ -58,27 +59,32 @@ def test_verify_rehashes_and_fails_on_a_bad_source(
     assert _records.read(cached) is None  # the next load hashes it (and fetches it again)
 
 
-def test_a_flipped_byte_in_the_derived_copy_is_caught_and_never_loaded(
+def test_a_flipped_byte_in_the_layout_is_caught_and_never_used(
     cached: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    copy = derived_path(cached)
-    good = copy.read_bytes()
-    _flip_last_byte(copy)
+    layout = derived_path(cached)
+    good = layout.read_bytes()
+    _flip_last_byte(layout)
     assert main(["cache", "verify"]) == 1
     out = capsys.readouterr().out
-    assert f"BAD {copy}: sha256" in out and "the next load rebuilds it from the source" in out
-    assert not copy.exists()
-    # Flipped again, behind the record's back this time: the next load re-hashes the copy
-    # (its identity changed), refuses it and rebuilds it from the verified source, offline.
+    assert f"BAD {layout}: its sha256" in out and "the next load makes it again" in out
+    assert not layout.exists()
+    # Flipped again, between loads this time: the next load hashes the layout (always: it is
+    # small), refuses it, parses the verified source instead and keeps its layout again, offline.
     monkeypatch.setenv("WSL_IMAGES_OFFLINE", "1")
-    get_model("resnet18_ssl", progress=False)
-    assert copy.read_bytes() == good
-    _flip_last_byte(copy)
-    get_model("resnet18_ssl", progress=False)
-    assert copy.read_bytes() == good
+    reference = get_model("resnet18_ssl", progress=False).state_dict()
+    assert layout.read_bytes() == good
+    data = bytearray(good)
+    at = data.index(b'"layer1.0.conv1.weight": ["float32", ') + 38  # its offset in the file
+    data[at] = ord("1") if data[at] != ord("1") else ord("2")
+    layout.write_bytes(bytes(data))
+    model = get_model("resnet18_ssl", progress=False)
+    for key, value in reference.items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert layout.read_bytes() == good
 
 
-def test_clear_removes_file_record_and_derived_copy(
+def test_clear_removes_file_record_and_layout(
     cached: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     other = cached.parent / "someone-elses.pth"
@@ -86,7 +92,7 @@ def test_clear_removes_file_record_and_derived_copy(
     assert main(["cache", "clear", "resnet18_ssl"]) == 0
     assert f"removed {cached}" in capsys.readouterr().out
     assert not cached.exists() and not derived_path(cached).exists()
-    assert _records.read(cached) is None and _records.read(derived_path(cached)) is None
+    assert _records.read(cached) is None
     assert other.exists()
 
 

@@ -15,6 +15,7 @@ from faultserver import Faults, FaultServer
 from server import FileServer
 
 from wsl_images.cache import _records
+from wsl_images.cache._derive import check_derived
 from wsl_images.cache._paths import derived_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,9 +77,8 @@ def test_concurrent_loads_download_once(
     assert size <= server.bytes_sent[legacy.name] < 1.2 * size
     assert (isolated_cache / legacy.name).read_bytes() == legacy.read_bytes()
     assert _records.read(isolated_cache / legacy.name) is not None
-    copy = derived_path(isolated_cache / legacy.name)  # converted once, under the same lock
-    record = _records.read(copy)
-    assert record is not None and record.sha256 == _records.sha256_of(copy)
+    layout = check_derived(derived_path(isolated_cache / legacy.name))  # written whole
+    assert layout is not None and layout.intact
     assert [p for p in isolated_cache.rglob("*.part")] == []
 
 

@@ -74,7 +74,7 @@ def _mapped_files() -> str:
     return Path("/proc/self/maps").read_text()
 
 
-def test_legacy_file_is_converted_once_then_memory_mapped(
+def test_legacy_file_is_mapped_in_place_and_parsed_once(
     served: Served,
     register_file: Callable[[str, str], None],
     isolated_cache: Path,
@@ -82,24 +82,27 @@ def test_legacy_file_is_converted_once_then_memory_mapped(
     state18: dict[str, torch.Tensor],
 ) -> None:
     server, files = served
+    source = isolated_cache / files["legacy"].name
     register_file("resnet18_ssl", f"{server.url}/{files['legacy'].name}")
     before = server.requests[f"/{files['legacy'].name}"]
     get_model("resnet18_ssl", progress=False)
-    copy = derived_path(isolated_cache / files["legacy"].name)
-    assert copy.is_file() and copy.parent == isolated_cache / ".wsl-images" / "derived"
+    layout = derived_path(source)  # the first load kept where the tensors lie, nothing else
+    assert layout.parent == isolated_cache / ".wsl-images" / "derived"
+    kept = [p for p in isolated_cache.rglob("*") if p.is_file() and p != source]
+    assert sum(p.stat().st_size for p in kept) < 64 << 10  # no copy of the weights anywhere
 
-    loads: list[tuple[Path, bool]] = []
-    real_load = torch.load
+    unpicklers: list[object] = []
+    real = torch._weights_only_unpickler.Unpickler
 
-    def recorded(path: Path, **kwargs: object) -> object:
-        loads.append((Path(path), bool(kwargs.get("mmap"))))
-        return real_load(path, **kwargs)  # type: ignore[arg-type]
+    def recorded(*args: object, **kwargs: object) -> object:
+        unpicklers.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(torch, "load", recorded)
+    monkeypatch.setattr(torch._weights_only_unpickler, "Unpickler", recorded)
     model = get_model("resnet18_ssl", progress=False)
-    assert loads == [(copy, True)]  # the legacy pickle is never read again: the copy is mapped
+    assert unpicklers == []  # the pickle is not parsed again: the layout places the tensors
     if Path("/proc/self/maps").exists():
-        assert str(copy) in _mapped_files()
+        assert str(source) in _mapped_files()  # the cached file itself is mapped
     x = torch.randn(1, 3, 224, 224)
     torch.testing.assert_close(_logits(model, x), _reference_logits(state18, x))
     _assert_same_weights(model, state18)

@@ -1,11 +1,11 @@
 """Atomic files: written beside their target, published whole with ``os.replace``, never half.
 
 The one way wsl_images writes a file that someone else may read: downloads into the cache,
-derived copies, records, the CLI's ``--output``, sharded results and exports. A writer gets a
-temp file of its own, ``.<name>~<host>~<pid>~<random>.part`` in the target's folder, created
-with ``O_EXCL | O_NOFOLLOW`` (a symlink planted there is never written through); on success it
-is fsynced and renamed over the target (readers see the old file or the new one, nothing
-between), on failure it is removed.
+layouts, records, the CLI's ``--output``, sharded results and exports. A writer gets a temp
+file of its own, ``.<name>~<host>~<pid>~<random>.part`` in the target's folder, created with
+``O_EXCL | O_NOFOLLOW`` (a symlink planted there is never written through); on success it is
+fsynced and renamed over the target (readers see the old file or the new one, nothing between),
+on failure it is removed.
 
 A process killed midway cannot remove its temp file, so the name says who wrote it: the first
 atomic write into a folder (per process) removes the temp files whose writer is gone: a dead

@@ -1,10 +1,10 @@
 """State dicts from verified files: ``weights_only`` always, zero-copy where the format allows.
 
-This module only reads. The file it gets comes from the cache (verified, and memory-mappable:
-torch's zip format, or the cache's derived zip copy of a legacy file) or from the user
-(``checkpoint_path``, read in place). Zip files are memory-mapped (``torch.load(mmap=True)``,
-torch >= 2.1): tensors are views of the page cache, so a load costs no copy and no time
-proportional to the file. Legacy (pre-1.6) files cannot be mapped and are read whole.
+This module only reads. The file it gets comes from the cache (verified) or from the user
+(``checkpoint_path``, read in place). Both formats are memory-mapped where they lie: zip files
+by ``torch.load(mmap=True)`` (torch >= 2.1), legacy (pre-1.6) files, the released ones, by
+:mod:`.legacy_format`. Tensors are views of the page cache, so a load costs no copy and no time
+proportional to the file.
 """
 
 from __future__ import annotations
@@ -17,9 +17,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import layout, legacy_format
 from .errors import CheckpointError
 
-__all__ = ["assign_state_dict", "convert_in_place", "read_state_dict"]
+__all__ = [
+    "assign_state_dict",
+    "convert_in_place",
+    "read_cached_state_dict",
+    "read_state_dict",
+]
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +35,48 @@ _MAX_LISTED = 5
 
 
 def read_state_dict(path: Path) -> StateDict:
-    """The checkpoint at ``path`` as a flat state dict of CPU tensors (memory-mapped if zip).
+    """The checkpoint at ``path`` as a flat state dict of CPU tensors, memory-mapped.
 
     Training checkpoints (``{"state_dict": ...}`` and the like) and DDP ``module.`` prefixes are
     unwrapped. Anything but tensors in plain containers is refused (``weights_only=True``).
     """
+    return _read(path)[0]
+
+
+def read_cached_state_dict(path: Path) -> StateDict:
+    """:func:`read_state_dict` for a verified file of the cache, which keeps its layout.
+
+    The first load parses the file and gives the cache the layout of its tensors (legacy format);
+    later loads map the tensors by that layout and parse nothing.
+    """
+    from . import cache
+
+    kept = cache.load_layout(path)  # hash-checked, tied to this file's sha256
+    if kept is not None:
+        try:
+            return layout.map_tensors(path, kept)
+        except ValueError as exc:  # intact, yet not this file's: from a future version?
+            log.warning("Not using the layout kept for %s (%s): parsing the file", path, exc)
+    state, offsets = _read(path)
+    if offsets:
+        try:
+            data = layout.describe(state, offsets, path.stat().st_size)
+        except KeyError:  # a tensor not mapped from the file (not describable): parse each time
+            return state
+        cache.keep_layout(path, data)
+    return state
+
+
+def _read(path: Path) -> tuple[StateDict, dict[int, int]]:
+    """The state dict, and where its legacy-format storages lie in the file (else empty)."""
     # weights_only=True always: a checkpoint is data, never code (no fallback, ever).
     # str(path): torch 2.1's mmap wants a str file name, not a Path.
+    offsets: dict[int, int] = {}
     try:
-        mmap = zipfile.is_zipfile(path)
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+        if zipfile.is_zipfile(path):
+            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        else:  # the same weights-only unpickler, with the storages mapped in place
+            obj, offsets = legacy_format.load(path)
     except Exception as exc:
         msg = (
             f"Could not load checkpoint {str(path)!r} with torch.load(weights_only=True): {exc}. "
@@ -46,7 +84,7 @@ def read_state_dict(path: Path) -> StateDict:
             "unpickling is refused for safety."
         )
         raise CheckpointError(msg) from exc
-    return _as_state_dict(obj, path)
+    return _as_state_dict(obj, path), offsets
 
 
 def _as_state_dict(obj: object, path: Path) -> StateDict:

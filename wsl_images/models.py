@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol, cast, overload
 
 import torch
 from torch.overrides import TorchFunctionMode
+from torch.utils._device import _device_constructors
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from .channels import RGB, input_conv
@@ -47,18 +48,35 @@ def build_model(
     return model
 
 
-class _SkipInitOnMeta(TorchFunctionMode):
-    """In-place random/constant init of a meta tensor returns at once.
+class _MetaSkeleton(TorchFunctionMode):
+    """Within it, a model is built on the meta device, and in-place init of meta tensors returns
+    at once.
 
     A model built on the meta device holds no data, yet torchvision's init loop still runs
     ``kaiming_normal_`` and friends, which on meta go through torch's Python reference kernels:
     0.1-0.3 s for a ResNeXt-101, on every load, for values the checkpoint replaces anyway.
-    A mode (not a patch of ``torch.nn.init``) so that it is scoped to this thread and block.
+    One mode, not ``torch.device("meta")`` plus another: every torch call of the construction
+    passes through each mode, and the second one cost a third of the build time. A mode (not a
+    patch of ``torch.nn.init``), so that it is scoped to this thread and block.
     """
 
     _INIT = frozenset(
-        {torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.fill_, torch.Tensor.zero_}
+        {
+            torch.Tensor.normal_,
+            torch.Tensor.uniform_,
+            torch.Tensor.fill_,
+            torch.Tensor.zero_,
+            # The init functions themselves: skipped whole rather than op by op.
+            torch.nn.init.kaiming_normal_,
+            torch.nn.init.kaiming_uniform_,
+            torch.nn.init.constant_,
+            torch.nn.init.ones_,
+            torch.nn.init.zeros_,
+            torch.nn.init.normal_,
+            torch.nn.init.uniform_,
+        }
     )
+    _CONSTRUCTORS = _device_constructors()  # what torch.device("meta") places on meta
 
     def __torch_function__(
         self,
@@ -67,9 +85,12 @@ class _SkipInitOnMeta(TorchFunctionMode):
         args: Sequence[Any] = (),
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
+        kwargs = kwargs or {}
         if func in self._INIT and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
             return args[0]
-        return func(*args, **(kwargs or {}))
+        if func in self._CONSTRUCTORS and kwargs.get("device") is None:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
 
 
 def checkpoint_file(
@@ -79,23 +100,24 @@ def checkpoint_file(
     progress: bool,
     check_hash: bool,
     cache_dir: PathLike | None = None,
-) -> Path:
-    """The file to load: the cache's verified, memory-mappable file for the model or a URL, or
-    a local ``checkpoint_path`` as it is (read in place, never copied)."""
+) -> tuple[Path, bool]:
+    """The file to load, and whether it is the cache's: the verified cached file for the model
+    or a URL, or a local ``checkpoint_path`` as it is (read in place, never copied)."""
     text = None if checkpoint_path is None else os.fspath(checkpoint_path)
     if text is not None and not text.startswith(("http://", "https://")):
         path = Path(text).expanduser()
         if not path.is_file():
             msg = f"checkpoint_path {text!r} is not a file (nor an http(s) URL)."
             raise InvalidInputError(msg)
-        return path
+        return path, False
     # Imported here: the cache is needed only when weights are fetched, so a model without
     # weights, or from a local file, never touches it.
     from . import cache
 
-    return cache.loadable(
+    path = cache.loadable(
         text or name, progress=progress, check_hash=check_hash, cache_dir=cache_dir
     )
+    return path, True
 
 
 # fmt: off
@@ -163,33 +185,36 @@ def get_model(
                 weights.arch, num_classes=num_classes, in_chans=opts.in_chans, **kwargs
             )
         return opts.finish(model.to(dtype=opts.dtype))
-    path = checkpoint_file(
+    path, cached = checkpoint_file(
         weights.name,  # not an alias: the cache would resolve (and log) it again
         checkpoint_path,
         progress=progress,
         check_hash=check_hash,
         cache_dir=cache_dir,
     )
-    model = _load(weights, path, opts, num_classes, str(checkpoint_path or path), kwargs)
+    source = str(checkpoint_path or path)
+    model = _load(weights, path, cached, opts, num_classes, source, kwargs)
     return opts.finish(model)
 
 
 def _load(
     weights: Weights,
     path: Path,
+    cached: bool,
     opts: ModelOptions,
     num_classes: int,
     source: str,
     kwargs: dict[str, Any],
 ) -> ResNet:
-    """The ResNet of ``weights.arch`` holding the state dict in ``path``."""
+    """The ResNet of ``weights.arch`` holding the state dict in ``path`` (``cached``: a file of
+    the cache, which keeps its layout)."""
     from . import loading  # only when weights are loaded
 
-    state = loading.read_state_dict(path)
+    state = loading.read_cached_state_dict(path) if cached else loading.read_state_dict(path)
     opts.adapt_state(state)
     # Built on the meta device: no memory allocated and no random init that would be discarded;
     # assign=True then makes the loaded (memory-mapped) tensors the parameters themselves.
-    with torch.device("meta"), _SkipInitOnMeta():
+    with _MetaSkeleton():
         model = build_model(weights.arch, num_classes=num_classes, in_chans=opts.in_chans, **kwargs)
     fc = state.get("fc.weight")
     new_head = num_classes != _IMAGENET_CLASSES and (fc is None or fc.shape[0] != num_classes)

@@ -1,141 +1,112 @@
-"""Derived copies: a memory-mappable torch zip file made once from a verified legacy source.
+"""Derived files: small data made once from a verified source (a "processor" in pooch's terms).
 
-The released 2019 files are in torch's legacy (non-zip) format, which ``torch.load(mmap=True)``
-refuses; read whole, the 3.3 GB model costs 20 s and a copy in memory on every load. So after a
-verified download the cache derives a zip copy of its state dict (a "processor" in pooch's
-terms), kept in the bookkeeping folder, and every later load maps that copy instead.
+The one kind today is a legacy-format file's layout (:mod:`wsl_images.layout`): where each tensor
+lies in the file, so a later load maps the tensors without parsing the file's pickle again. It
+is kept in the bookkeeping folder, in one file that carries the full sha256 of the source it was
+made from and its own sha256: published atomically, and checked in full on every read (it is a
+few kB). A derived file that fails is removed and made again from the verified source, offline.
 
-The copy is tied to its source: its record holds the source's full sha256, and its own sha256,
-computed while it is written (no second pass). It is checked like a source (a record that still
-vouches for it, else a full re-hash) and, if it fails, rebuilt from the verified source: no
-network needed. Nothing else in the package writes it; loading only reads what this returns.
+Earlier versions kept full copies here (wsl-images 0.2: a memory-mappable zip copy of each
+legacy file; 0.1: a safetensors copy beside it). Both are obsolete: legacy files are mapped in
+place now. They are listed by ``scan_cache`` and removed on the next load or ``clear_cache``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import os
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import atomic_file
 from . import _records
-from ._hasher import PrefixHasher
-from ._paths import derived_path, meta_dir, obsolete_copy
+from ._paths import derived_path, meta_dir, obsolete_copies
 
-__all__ = ["check_derived", "derive"]
+__all__ = ["Derived", "check_derived", "drop_obsolete", "keep_layout", "load_layout"]
 
 log = logging.getLogger(__name__)
 
 
-def check_derived(source: Path, source_sha256: str, *, repair: bool) -> Path | None:
-    """The derived copy of ``source`` if it exists and verifies, else None.
+@dataclass(frozen=True)
+class Derived:
+    """What a derived file says of itself."""
 
-    ``repair`` (with the source's lock held): a bad copy is removed. Without the lock, another
-    process may be replacing copy and record at this moment, so doubt only means None.
-    """
+    source_sha256: str
+    payload: bytes
+    intact: bool  # its bytes match the sha256 written with them
+
+
+def check_derived(path: Path) -> Derived | None:
+    """Read and hash-check a derived file; None if it is missing or unreadable."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    head, _, payload = raw.partition(b"\n")
+    try:
+        header = json.loads(head)
+        source_sha, sha = str(header["source_sha256"]), str(header["sha256"])
+    except (ValueError, KeyError, TypeError):
+        return Derived("", payload, intact=False)
+    return Derived(source_sha, payload, hashlib.sha256(payload).hexdigest() == sha)
+
+
+def load_layout(source: Path) -> bytes | None:
+    """The layout derived from the verified cached ``source``, if one is kept and intact."""
+    sha = _source_sha256(source)
+    if sha is None:
+        return None
     target = derived_path(source)
-    record = _records.read(target)
-    if record is None or not target.is_file():
+    derived = check_derived(target)
+    if derived is None:
         return None
-    if record.source_sha256 != source_sha256:  # made from another file of this name
-        if repair:
-            _remove(target)
-        return None
-    if record.vouches_for(target):
-        return target
-    if not repair:
-        return None  # its identity changed: hash it under the lock
-    log.info("Verifying %s (sha256 of the whole file, once)", target)
-    if _records.sha256_of(target) == record.sha256:
-        _records.remember(target, record.sha256, source_sha256=source_sha256)
-        return target
+    if derived.intact and derived.source_sha256 == sha:
+        return derived.payload
     log.warning(
-        "The memory-mappable copy %s does not match the sha256 recorded when it was written: "
-        "it was removed and is rebuilt from its verified source %s",
+        "%s failed its check (%s): not used; it is made again from the verified %s",
         target,
+        "another source" if derived.intact else "its sha256 does not match its bytes",
         source.name,
     )
-    _remove(target)
+    with contextlib.suppress(OSError):  # a read-only cache: the next write replaces it
+        target.unlink(missing_ok=True)
     return None
 
 
-def derive(source: Path, source_sha256: str) -> Path:
-    """Write the derived copy of the verified legacy file ``source``; return its path.
-
-    Raises OSError if it cannot be written (disk full, read-only cache): the caller may then
-    load the source itself, which is verified too, only not memory-mappable.
-    """
-    import torch
-
-    from ..loading import read_state_dict  # torch: imported only when a copy is made
-
+def keep_layout(source: Path, layout: bytes) -> None:
+    """Keep ``layout`` for the verified cached ``source``. A failure only costs a parse later."""
+    sha = _source_sha256(source)
+    if sha is None:
+        return
+    header = {"source_sha256": sha, "sha256": hashlib.sha256(layout).hexdigest()}
     target = derived_path(source)
-    meta_dir(source.parent, create=True)
-    state = read_state_dict(source)  # weights_only=True: a bad source is refused here
-    log.info("Writing the memory-mappable copy %s of %s (once)", target.name, source.name)
-    # Not fsynced: after a crash a torn copy fails its record and is simply rebuilt.
-    with atomic_file(target, durable=False) as tmp, _HashingWriter(tmp.fd) as writer:
-        torch.save({k: v.contiguous() for k, v in state.items()}, writer)  # type: ignore[arg-type]
-    del state
-    _records.remember(target, writer.hexdigest(), source_sha256=source_sha256)
-    obsolete = obsolete_copy(source)  # wsl-images 0.1's safetensors copy: same role, now unused
-    if obsolete.exists():
-        obsolete.unlink()
-    return target
+    try:
+        meta_dir(source.parent, create=True)
+        # Not fsynced: a copy torn by a crash fails its hash and is simply made again.
+        with atomic_file(target, durable=False) as tmp:
+            os.write(tmp.fd, json.dumps(header).encode() + b"\n" + layout)
+    except OSError as exc:  # e.g. a read-only shared cache: every load parses the file
+        log.info("Could not keep the layout of %s (%s)", source.name, exc)
 
 
-def _remove(target: Path) -> None:
-    target.unlink(missing_ok=True)
-    _records.forget(target)
+def drop_obsolete(source: Path) -> list[Path]:
+    """Remove the full copies older versions derived from ``source``; return what was removed."""
+    removed = []
+    for path in obsolete_copies(source):
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:  # e.g. still mapped by an older version's process on Windows
+            log.warning("Could not remove the obsolete copy %s (%s)", path, exc)
+            continue
+        removed.append(path)
+    return removed
 
 
-class _HashingWriter:
-    """A write-only file object for torch.save that hashes what it writes, in one pass.
-
-    ``write`` only writes (torch reuses its buffers once the call returns); a hasher thread
-    reads the written bytes back from the page cache and hashes them meanwhile, so sha256 runs
-    beside torch's serialising and writing instead of after it. The digest is complete when the
-    block ends.
-    """
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.written = 0
-        self.cond = threading.Condition()
-        self.abort = threading.Event()
-        self.hasher = PrefixHasher(
-            fd, self.cond, lambda: self.written, self.abort, write_back=False
-        )
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="wsl-images-hash")
-        self.digest: Future[str] = self.pool.submit(self.hasher.run)
-
-    def __enter__(self) -> _HashingWriter:
-        return self
-
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        with self.cond:
-            if exc_type is None:
-                self.hasher.finish()
-            else:
-                self.abort.set()
-                self.cond.notify_all()
-        self.pool.shutdown()
-
-    def write(self, data: bytes | memoryview) -> int:
-        view = memoryview(data).cast("B")
-        rest = view
-        while rest:
-            rest = rest[os.write(self.fd, rest) :]
-        with self.cond:
-            self.written += len(view)
-            self.cond.notify_all()
-        return len(view)
-
-    def flush(self) -> None:
-        pass
-
-    def hexdigest(self) -> str:
-        """The sha256 of everything written (waits for the hasher)."""
-        return self.digest.result()
+def _source_sha256(source: Path) -> str | None:
+    record = _records.read(source)
+    return record.sha256 if record is not None and record.vouches_for(source) else None

@@ -1,10 +1,10 @@
 """The sha256 of a file while it is being written, pieces in any order.
 
-sha256 is sequential, so the hasher follows the contiguous written prefix (for a download,
-:meth:`Plan.frontier`; for a derived copy, the bytes written so far) and reads it back from the
-page cache while later bytes still arrive. sha256 releases the GIL, so it runs beside the
-writing threads and the digest is ready a moment after the last byte. For a durable file it also
-starts write-back every 64 MiB, so the fsync before publishing has little left to do.
+sha256 is sequential, so the hasher follows the contiguous written prefix of a download
+(:meth:`Plan.frontier`) and reads it back from the page cache while later bytes still arrive.
+sha256 releases the GIL, so it runs beside the writing threads and the digest is ready a moment
+after the last byte. It also starts write-back every 64 MiB, so the fsync before publishing has
+little left to do.
 """
 
 from __future__ import annotations
@@ -33,11 +33,8 @@ class PrefixHasher:
         cond: threading.Condition,
         frontier: Callable[[], int],
         abort: threading.Event,
-        *,
-        write_back: bool = True,
     ) -> None:
         self.fd, self.cond, self.frontier, self.abort = fd, cond, frontier, abort
-        self.write_back = write_back
         self.finished = False  # set (with cond held) once every byte is in
         self.syncing: threading.Thread | None = None
 
@@ -66,7 +63,7 @@ class PrefixHasher:
                 n = os.preadv(self.fd, [view[: min(_READ, frontier - hashed)]], hashed)
                 digest.update(view[:n])
                 hashed += n
-                if self.write_back and hashed % _SYNC_EVERY < n:
+                if hashed % _SYNC_EVERY < n:
                     self._start_write_back()
 
     def join(self) -> None:

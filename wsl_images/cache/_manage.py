@@ -18,15 +18,8 @@ from ..atomic import cleanup_stale
 from ..errors import UnknownModelError
 from ..registry import get_weights, hash_prefix_of, list_models
 from . import _records
-from ._paths import (
-    DERIVED,
-    derived_path,
-    get_cache_dir,
-    is_derived_name,
-    meta_dir,
-    obsolete_copy,
-    source_name_of,
-)
+from ._derive import check_derived
+from ._paths import DERIVED, derived_path, get_cache_dir, meta_dir, obsolete_copies, source_name_of
 from ._store import remove_source
 
 __all__ = ["BadFile", "CacheEntry", "DerivedFile", "clear_cache", "scan_cache", "verify_cache"]
@@ -36,12 +29,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DerivedFile:
-    """A file made from a cached source: the memory-mappable copy (or 0.1's obsolete one)."""
+    """A file made from a cached source: its layout, or an obsolete copy of an older version."""
 
     path: Path
     size: int
-    verified: bool  # its record vouches for it (False: re-hashed on next use; obsolete: never)
-    obsolete: bool = False  # wsl-images 0.1's safetensors copy, no longer used
+    verified: bool  # intact and made from the source as it is now (obsolete copies: never)
+    obsolete: bool = False  # a full copy kept by wsl-images 0.1 or 0.2, no longer used
 
 
 @dataclass(frozen=True)
@@ -74,7 +67,7 @@ class BadFile:
 
 
 def scan_cache(cache_dir: str | os.PathLike[str] | None = None) -> list[CacheEntry]:
-    """Every file wsl-images knows in the cache folder, sorted by name, with derived copies."""
+    """Every file wsl-images knows in the cache folder, sorted by name, with derived files."""
     folder = get_cache_dir(cache_dir)
     return [_entry(path) for path in _known_sources(folder)]
 
@@ -82,26 +75,28 @@ def scan_cache(cache_dir: str | os.PathLike[str] | None = None) -> list[CacheEnt
 def verify_cache(
     names: Iterable[str] | None = None, cache_dir: str | os.PathLike[str] | None = None
 ) -> list[BadFile]:
-    """Hash every selected file in full (sources and derived copies); return the bad ones.
+    """Hash every selected file in full (sources and derived files); return the bad ones.
 
     A bad source loses its record, so its next use hashes it again and downloads it anew; a bad
-    or orphaned derived copy is removed (the next load rebuilds it from the source, offline).
+    or orphaned derived file is removed (the next load makes it again from the source, offline).
+    Obsolete copies of older versions are never loaded, so not checked (``clear_cache`` removes
+    them).
     """
     folder = get_cache_dir(cache_dir)
     bad: list[BadFile] = []
     for source in _select(folder, names):
         source_sha = _verify_source(source, bad) if source.is_file() else None
-        copy = derived_path(source)
-        if copy.is_file():
-            _verify_copy(copy, source_sha, bad)
+        derived = derived_path(source)
+        if derived.is_file():
+            _verify_derived(derived, source_sha, bad)
     return bad
 
 
 def clear_cache(
     names: Iterable[str] | None = None, cache_dir: str | os.PathLike[str] | None = None
 ) -> list[Path]:
-    """Remove the selected files (default: all wsl-images knows) with their records and derived
-    copies, and temp files of killed downloads; return the paths removed."""
+    """Remove the selected files (default: all wsl-images knows) with their records, derived
+    files and obsolete copies, and temp files of killed writers; return the paths removed."""
     folder = get_cache_dir(cache_dir)
     removed: list[Path] = []
     if names is None:
@@ -113,7 +108,7 @@ def clear_cache(
 
 
 def _known_sources(folder: Path) -> list[Path]:
-    """Registered files present, files with a record, and sources of any derived copy."""
+    """Registered files present, files with a record, and sources of any derived file."""
     registered = {get_weights(m).filename for m in list_models()}
     names: set[str] = set()
     if folder.is_dir():
@@ -125,12 +120,13 @@ def _known_sources(folder: Path) -> list[Path]:
             if name in registered or _records.read(folder / name) is not None:
                 names.add(name)
             elif base != name and (base in registered or (folder / base).exists()):
-                names.add(base)  # an obsolete copy lists under its source
-    copies = meta_dir(folder) / DERIVED
-    if copies.is_dir():
-        names.update(
-            source_name_of(Path(e.name)) for e in os.scandir(copies) if is_derived_name(e.name)
-        )
+                names.add(base)  # 0.1's obsolete copy lists under its source
+    derived = meta_dir(folder) / DERIVED
+    if derived.is_dir():
+        for entry in os.scandir(derived):
+            source = source_name_of(entry.name)
+            if source:
+                names.add(source)
     return [folder / name for name in sorted(names)]
 
 
@@ -155,20 +151,23 @@ def _entry(source: Path) -> CacheEntry:
     registered = {get_weights(m).filename: m for m in list_models()}
     exists = source.is_file()
     record = _records.read(source) if exists else None
+    verified = record is not None and record.vouches_for(source)
     derived = []
-    copy = derived_path(source)
-    if copy.is_file():
-        copy_record = _records.read(copy)
-        verified = copy_record is not None and copy_record.vouches_for(copy)
-        derived.append(DerivedFile(copy, copy.stat().st_size, verified))
-    old = obsolete_copy(source)
-    if old.is_file():
-        derived.append(DerivedFile(old, old.stat().st_size, False, obsolete=True))
+    layout = derived_path(source)
+    made = check_derived(layout)  # a few kB: hashed, not trusted from a record
+    if made is not None:
+        good = verified and record is not None and made.source_sha256 == record.sha256
+        derived.append(DerivedFile(layout, layout.stat().st_size, good and made.intact))
+    derived += [
+        DerivedFile(old, old.stat().st_size, False, obsolete=True)
+        for old in obsolete_copies(source)
+        if old.is_file()
+    ]
     return CacheEntry(
         name=registered.get(source.name, source.name),
         path=source,
         size=source.stat().st_size if exists else 0,
-        verified=record is not None and record.vouches_for(source),
+        verified=verified,
         hash_in_name=hash_prefix_of(source.name) is not None,
         derived=tuple(derived),
     )
@@ -191,16 +190,13 @@ def _verify_source(source: Path, bad: list[BadFile]) -> str | None:
     return None
 
 
-def _verify_copy(copy: Path, source_sha: str | None, bad: list[BadFile]) -> None:
-    record = _records.read(copy)
-    sha = _records.sha256_of(copy)
-    if record is not None and sha == record.sha256 and record.source_sha256 == source_sha:
-        _records.remember(copy, sha, source_sha256=source_sha)
+def _verify_derived(path: Path, source_sha: str | None, bad: list[BadFile]) -> None:
+    made = check_derived(path)
+    if made is not None and made.intact and made.source_sha256 == source_sha:
         return
-    if record is None or sha != record.sha256:
-        reason = f"sha256 {sha} differs from the one recorded when it was written"
+    if made is None or not made.intact:
+        reason = "its sha256 does not match the one written with it"
     else:
         reason = "its source is missing, bad or another file"
-    copy.unlink(missing_ok=True)
-    _records.forget(copy)
-    bad.append(BadFile(copy, f"{reason}; removed: the next load rebuilds it from the source"))
+    path.unlink(missing_ok=True)
+    bad.append(BadFile(path, f"{reason}; removed: the next load makes it again from the source"))

@@ -21,11 +21,10 @@ __all__ = [
     "derived_path",
     "filename_from_url",
     "get_cache_dir",
-    "is_derived_name",
     "is_offline",
     "lock_path",
     "meta_dir",
-    "obsolete_copy",
+    "obsolete_copies",
     "record_path",
     "source_name_of",
 ]
@@ -33,10 +32,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 META = ".wsl-images"  # our bookkeeping inside a cache folder shared with torch.hub and timm
-DERIVED = "derived"  # memory-mappable copies of legacy-format files, inside META
-_DERIVED_SUFFIX = ".mmap.pt"
+DERIVED = "derived"  # data derived from sources (their layouts), inside META
+_DERIVED_SUFFIX = ".layout.json"
 _RECORD_SUFFIX = ".verified"
-_OBSOLETE_SUFFIX = ".safetensors"  # the converted copies of wsl-images 0.1, beside the source
+# Full copies kept by older versions, now unused: 0.1's safetensors copy beside the source, and
+# 0.2's memory-mappable zip copy (with its record) in DERIVED.
+_OBSOLETE_SUFFIXES = (".safetensors", ".mmap.pt", ".mmap.pt" + _RECORD_SUFFIX)
 
 
 def get_cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
@@ -80,7 +81,7 @@ def filename_from_url(url: str) -> str:
 
 
 def meta_dir(folder: Path, *, create: bool = False) -> Path:
-    """The hidden folder of records, locks and derived copies inside a cache folder.
+    """The hidden folder of records, locks and derived files inside a cache folder.
 
     ``create`` makes it (and its ``derived`` folder), replacing symlinks planted there: files
     are written (and lock files truncated) in it, so they must never land outside the cache.
@@ -96,31 +97,30 @@ def meta_dir(folder: Path, *, create: bool = False) -> Path:
 
 
 def record_path(path: Path) -> Path:
-    """The verification record of a cached file (a source, or a derived copy beside its record)."""
-    if path.parent.name == DERIVED and path.parent.parent.name == META:
-        return path.with_name(path.name + _RECORD_SUFFIX)
+    """The verification record of a cached source."""
     return meta_dir(path.parent) / f"{path.name}{_RECORD_SUFFIX}"
 
 
 def derived_path(source: Path) -> Path:
-    """Where the memory-mappable copy of a legacy-format source lives."""
+    """Where the layout derived from a cached source is kept."""
     return meta_dir(source.parent) / DERIVED / f"{source.name}{_DERIVED_SUFFIX}"
 
 
-def source_name_of(derived: Path) -> str:
-    """The source file name a derived copy was made from."""
-    return derived.name.removesuffix(_DERIVED_SUFFIX)
-
-
-def is_derived_name(name: str) -> bool:
-    return name.endswith(_DERIVED_SUFFIX)
+def source_name_of(derived: str) -> str | None:
+    """The source file name a derived or obsolete file in DERIVED was made from (None: not ours)."""
+    for suffix in (_DERIVED_SUFFIX, *_OBSOLETE_SUFFIXES[1:]):
+        if derived.endswith(suffix):
+            return derived.removesuffix(suffix)
+    return None
 
 
 def lock_path(source: Path) -> Path:
-    """The per-file lock serialising downloads and conversions of ``source``."""
+    """The per-file lock serialising downloads and repairs of ``source``."""
     return meta_dir(source.parent) / f"{source.name}.lock"
 
 
-def obsolete_copy(source: Path) -> Path:
-    """The safetensors copy wsl-images 0.1 kept beside a legacy file (removed when seen)."""
-    return source.with_name(source.name + _OBSOLETE_SUFFIX)
+def obsolete_copies(source: Path) -> tuple[Path, ...]:
+    """Where older versions kept full copies of ``source`` (removed when seen)."""
+    old, *in_derived = _OBSOLETE_SUFFIXES
+    copies = meta_dir(source.parent) / DERIVED
+    return (source.with_name(source.name + old), *(copies / (source.name + s) for s in in_derived))

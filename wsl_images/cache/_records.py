@@ -1,9 +1,9 @@
 """Verification records: a file fully hashed once is trusted while its identity holds.
 
 A record is a small JSON file in the cache's bookkeeping folder (:func:`._paths.record_path`):
-the file's full sha256, for a derived copy the full sha256 of the source it was made from, and
-the file's identity (size, mtime, ctime, inode) when it was last hashed. Hashing a 3.3 GB file
-takes seconds, comparing a ``stat`` microseconds, so loads after the first cost only that. Any
+the file's full sha256 and its identity (size, mtime, ctime, inode) when it was last hashed.
+Hashing a 3.3 GB file takes seconds, comparing a ``stat`` microseconds, so loads after the first
+cost only that. Any
 change of identity (a rewrite, a copy over it, a truncation, a byte flipped through the
 filesystem; ctime cannot be set back by hand like mtime) makes the file hashed again, against
 the recorded hash, before it is used. ``cache verify`` hashes everything regardless.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import atomic_file
-from ._paths import META, meta_dir, record_path
+from ._paths import meta_dir, record_path
 
 __all__ = ["Record", "forget", "identity", "read", "remember", "sha256_of"]
 
@@ -35,7 +35,6 @@ class Record:
 
     sha256: str
     identity: Identity | None  # (size, mtime_ns, ctime_ns, inode) at that moment
-    source_sha256: str | None = None  # derived copies: the full hash of their source
 
     def vouches_for(self, path: Path) -> bool:
         """True if the file is, by its identity, the one that was hashed."""
@@ -69,21 +68,17 @@ def read(path: Path) -> Record | None:
         return Record(
             sha256=str(data["sha256"]),
             identity=tuple(int(x) for x in ident) if isinstance(ident, list) else None,  # type: ignore[arg-type]
-            source_sha256=data.get("source_sha256"),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-def remember(path: Path, sha256: str, *, source_sha256: str | None = None) -> None:
+def remember(path: Path, sha256: str) -> None:
     """Record that ``path``, as it is now, has this sha256. A failure only costs a re-hash."""
     data: dict[str, object] = {"sha256": sha256, "identity": list(identity(path))}
-    if source_sha256 is not None:
-        data["source_sha256"] = source_sha256
     record = record_path(path)
-    meta = record.parent if record.parent.name == META else record.parent.parent
     try:
-        meta_dir(meta.parent, create=True)  # never through a symlink planted in the cache
+        meta_dir(path.parent, create=True)  # never through a symlink planted in the cache
         with atomic_file(record, durable=False) as tmp:
             os.write(tmp.fd, json.dumps(data).encode())
     except OSError as exc:

@@ -3,8 +3,8 @@
 Safety model (as pooch): download to a temp file of this process in the cache folder, check the
 sha256 prefix carried by the file name, fsync, publish with ``os.replace``
 (:func:`wsl_images.atomic.atomic_file`). A per-file lock makes concurrent processes download
-(and convert) once; without it (a filesystem where locks do not work) each process fetches its
-own copy and the last rename wins, with identical, verified content.
+once; without it (a filesystem where locks do not work) each process fetches its own copy and
+the last rename wins, with identical, verified content.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import importlib.util
 import logging
 import os
 import sys
-import zipfile
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -29,16 +28,10 @@ from ..errors import (
 )
 from ..registry import get_weights, hash_prefix_of
 from . import _records
-from ._derive import check_derived, derive
+from ._derive import drop_obsolete
 from ._http import RetriesExhaustedError, TransferOptions
 from ._lock import file_lock
-from ._paths import (
-    derived_path,
-    filename_from_url,
-    get_cache_dir,
-    is_offline,
-    obsolete_copy,
-)
+from ._paths import derived_path, filename_from_url, get_cache_dir, is_offline
 
 __all__ = [
     "download",
@@ -94,41 +87,23 @@ def download_url(
 def loadable(
     name_or_url: str, *, progress: bool = True, check_hash: bool = True, cache_dir: Folder = None
 ) -> Path:
-    """The verified file to load for a model name or URL: memory-mappable (the cached file if it
-    is in torch's zip format, else its verified derived copy, made once), fetched if needed.
+    """The verified cached file to load for a model name or URL, fetched if needed.
 
-    If no copy can be written (a full disk, a read-only cache), the verified source itself.
+    Loading maps it as it lies (either format), so no copy is made; full copies older versions
+    derived from it are removed here.
     """
-    source, sha = _obtain(
+    source, _ = _obtain(
         resolve_url(name_or_url), progress, check_hash, cache_dir, None, name_or_url
     )
-    if zipfile.is_zipfile(source):
-        return source
-    copy = check_derived(source, sha, repair=False)
-    if copy is not None:
-        return copy
-    with file_lock(source):
-        copy = check_derived(source, sha, repair=True)  # another process may have made it
-        if copy is not None:
-            return copy
-        try:
-            return derive(source, sha)
-        except OSError as exc:
-            log.warning(
-                "Could not write a memory-mappable copy of %s (%s): loading the verified file "
-                "whole, which is slower. Free some space in %s to make later loads fast.",
-                source.name,
-                exc,
-                source.parent,
-            )
-            return source
+    drop_obsolete(source)
+    return source
 
 
 def source_sha256(
     name_or_url: str, *, progress: bool = True, check_hash: bool = True, cache_dir: Folder = None
 ) -> str:
     """The full sha256 of the verified cached file (fetched if needed): the checkpoint's
-    identity, from its record (a stat), never from a derived copy."""
+    identity, from its record (a stat)."""
     url = resolve_url(name_or_url)
     return _obtain(url, progress, check_hash, cache_dir, None, name_or_url)[1]
 
@@ -136,14 +111,12 @@ def source_sha256(
 def remove_source(source: Path) -> list[Path]:
     """Remove a cached file with everything derived from it; returns what was removed."""
     removed = []
-    copy = derived_path(source)
-    for path in (source, copy, obsolete_copy(source)):
+    for path in (source, derived_path(source)):
         if path.exists():
             path.unlink()
             removed.append(path)
-    for path in (source, copy):
-        _records.forget(path)
-    return removed
+    _records.forget(source)
+    return removed + drop_obsolete(source)
 
 
 def _obtain(
@@ -299,9 +272,8 @@ def _fetch(
         else:
             raise
         raise DownloadError(msg) from exc
-    for stale in (derived_path(target), obsolete_copy(target)):  # made from an older file
-        stale.unlink(missing_ok=True)
-    _records.forget(derived_path(target))
+    derived_path(target).unlink(missing_ok=True)  # made from an older file of this name
+    drop_obsolete(target)
     _records.remember(target, actual)
     if expected is None and hash_prefix_of(target.name) is None:
         log.warning("%s has no sha256 prefix in its name: downloaded unverified", target.name)

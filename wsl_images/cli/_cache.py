@@ -24,9 +24,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cache = sub.add_parser("cache", help="inspect, verify or clear the download cache")
     actions = cache.add_subparsers(dest="action", metavar="ACTION", required=True)
     for action, func, text in (
-        ("list", _list, "cached files: size, verification state, derived copies"),
+        ("list", _list, "cached files: size, verification state, derived files"),
         ("verify", _verify, "re-hash cached files and their copies in full (exit 1 if any is bad)"),
-        ("clear", _clear, "remove cached files with their records and derived copies"),
+        ("clear", _clear, "remove cached files with their records and derived files"),
     ):
         a = actions.add_parser(action, help=text)
         a.add_argument("names", nargs="*", metavar="NAME", help="model names or cached file names")
@@ -80,14 +80,11 @@ def _list(args: argparse.Namespace) -> int:
         label = e.path.name if e.name == e.path.name else f"{e.path.name} ({e.name})"
         print(f"{label}  {e.size:,} bytes  {state}")
         for d in e.derived:
-            what = (
-                "obsolete copy of wsl-images 0.1, unused" if d.obsolete else "memory-mappable copy"
-            )
-            checked = "verified" if d.verified else "not verified yet"
-            print(
-                f"  + {d.path.name}  {d.size:,} bytes  {what}"
-                + ("" if d.obsolete else f", {checked}")
-            )
+            if d.obsolete:
+                what = "copy kept by an older wsl-images, unused: removed on the next load"
+            else:
+                what = "layout of its tensors, " + ("verified" if d.verified else "stale")
+            print(f"  + {d.path.name}  {d.size:,} bytes  {what}")
     total = sum(e.size_on_disk for e in entries)
     print(f"{len(entries)} file(s), {total:,} bytes on disk")
     return 0

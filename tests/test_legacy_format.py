@@ -1,0 +1,129 @@
+"""Legacy-format files mapped in place, and layouts: the same tensors as torch.load, any offset."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+
+from wsl_images import CheckpointError, layout, legacy_format
+from wsl_images.loading import read_state_dict
+
+
+def _save_legacy(obj: object, path: Path) -> Path:
+    torch.save(obj, path, _use_new_zipfile_serialization=False)
+    return path
+
+
+def _mixed(pad: int) -> OrderedDict[str, torch.Tensor]:
+    """Tensors of several dtypes, a view sharing a storage, a transposed one; ``pad`` lengthens
+    a key, which moves every storage's offset in the file (alignment: any)."""
+    torch.manual_seed(pad)
+    base = torch.randn(6, 5)
+    return OrderedDict(
+        [
+            ("w" * (1 + pad), torch.randn(3, 4)),
+            ("half", torch.randn(7).half()),
+            ("bf16", torch.randn(5).bfloat16()),
+            ("count", torch.tensor(1234, dtype=torch.long)),
+            ("mask", torch.tensor([True, False, True])),
+            ("bytes", torch.arange(9, dtype=torch.uint8)),
+            ("base", base),
+            ("view", base[2:, 1:3]),  # shares base's storage, at an offset, strided
+            ("transposed", base.t()),
+            ("empty", torch.zeros(0, 3)),
+        ]
+    )
+
+
+@pytest.mark.parametrize("pad", [0, 1, 2, 3])
+def test_mapped_tensors_equal_torch_load_at_every_alignment(tmp_path: Path, pad: int) -> None:
+    path = _save_legacy(_mixed(pad), tmp_path / "mixed.pth")
+    reference = torch.load(path, weights_only=True)
+    mapped, offsets = legacy_format.load(path)
+    assert isinstance(mapped, OrderedDict) and list(mapped) == list(reference)
+    for key, value in reference.items():
+        ours = mapped[key]
+        assert ours.dtype == value.dtype and ours.shape == value.shape, key
+        assert ours.stride() == value.stride() and torch.equal(ours, value), key
+    # Views of one mapping of the file, storages shared as saved.
+    shared = mapped["view"].untyped_storage(), mapped["base"].untyped_storage()
+    assert shared[0].data_ptr() == shared[1].data_ptr()
+    assert {t.untyped_storage().data_ptr() for t in mapped.values()} <= set(offsets)
+    # Writes stay in this process (copy-on-write): the file is unchanged.
+    before = path.read_bytes()
+    mapped["base"].add_(1)
+    assert path.read_bytes() == before
+
+
+def test_misaligned_weights_compute_the_same(tmp_path: Path) -> None:
+    conv = torch.nn.Conv2d(3, 8, 3, groups=1)
+    for pad in range(4):
+        state = {"x" * pad: torch.zeros(1), **conv.state_dict()}
+        mapped, _ = legacy_format.load(_save_legacy(state, tmp_path / f"c{pad}.pth"))
+        assert isinstance(mapped, dict)
+        x = torch.randn(2, 3, 16, 16)
+        out = torch.nn.functional.conv2d(x, mapped["weight"], mapped["bias"])
+        torch.testing.assert_close(out, conv(x))
+
+
+def test_parameters_and_nested_containers(tmp_path: Path) -> None:
+    param = torch.nn.Parameter(torch.randn(4), requires_grad=False)
+    obj = {"state_dict": {"p": param, "list": [torch.ones(2), (torch.zeros(1),)]}, "epoch": 3}
+    mapped, _ = legacy_format.load(_save_legacy(obj, tmp_path / "nested.pth"))
+    assert isinstance(mapped, dict) and mapped["epoch"] == 3
+    inner = mapped["state_dict"]
+    assert isinstance(inner["p"], torch.nn.Parameter) and torch.equal(inner["p"], param)
+    assert torch.equal(inner["list"][0], torch.ones(2)) and isinstance(inner["list"][1], tuple)
+    assert not any(t.is_meta for t in (inner["p"], inner["list"][0], inner["list"][1][0]))
+
+
+def test_a_file_cut_short_is_refused_not_mapped(tmp_path: Path) -> None:
+    path = _save_legacy({"w": torch.randn(1000)}, tmp_path / "cut.pth")
+    path.write_bytes(path.read_bytes()[:-100])  # mapping it would fault past the end
+    with pytest.raises(CheckpointError, match="cut short"):
+        read_state_dict(path)
+
+
+def test_a_big_endian_file_is_read_whole_by_torch_load(tmp_path: Path) -> None:
+    path = _save_legacy({"w": torch.randn(10)}, tmp_path / "be.pth")
+    data = path.read_bytes()
+    key = data.index(b"little_endian") + len(b"little_endian")
+    flag = data.index(b"\x88", key)  # NEWTRUE, its value (after the key's memo opcode)
+    assert flag - key <= 2
+    path.write_bytes(data[:flag] + b"\x89" + data[flag + 1 :])  # NEWFALSE
+    state, offsets = legacy_format.load(path)
+    assert offsets == {}  # not mapped: read by torch.load(weights_only=True)
+    assert isinstance(state, dict) and torch.equal(state["w"], torch.load(path)["w"])
+
+
+def test_layout_maps_the_same_tensors_and_checks_them(tmp_path: Path) -> None:
+    path = _save_legacy(_mixed(1), tmp_path / "mixed.pth")
+    state, offsets = legacy_format.load(path)
+    assert isinstance(state, dict)
+    described = layout.describe(state, offsets, path.stat().st_size)
+    again = layout.map_tensors(path, described)
+    assert list(again) == list(state)
+    for key, value in state.items():
+        assert again[key].stride() == value.stride() and torch.equal(again[key], value), key
+
+    def edited(change: dict[str, object]) -> bytes:
+        data = json.loads(described)
+        data.update(change)
+        return json.dumps(data).encode()
+
+    size = path.stat().st_size
+    entry = json.loads(described)["tensors"]["base"]
+    outside = {"tensors": {"base": [entry[0], size - 4, 8, *entry[3:]]}}  # ends past the file
+    too_long = {"tensors": {"base": [entry[0], entry[1], 8, 0, [6, 5], [5, 1]]}}  # past storage
+    for change, match in [
+        ({"size": size + 1}, "another file"),
+        (outside, "outside the file"),
+        (too_long, "does not describe"),
+        ({"tensors": {"base": ["complex64", *entry[1:]]}}, "does not describe"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            layout.map_tensors(path, edited(change))
