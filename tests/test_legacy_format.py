@@ -1,8 +1,11 @@
-"""Legacy-format files mapped in place, and layouts: the same tensors as torch.load, any offset."""
+"""Legacy-format files mapped in place, layouts, mapping: the same tensors as torch.load."""
 
 from __future__ import annotations
 
 import json
+import os
+import platform
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import torch
 
 from wsl_images import CheckpointError, layout, legacy_format
 from wsl_images.loading import read_state_dict
+from wsl_images.mapping import map_file
 
 
 def _save_legacy(obj: object, path: Path) -> Path:
@@ -127,3 +131,37 @@ def test_layout_maps_the_same_tensors_and_checks_them(tmp_path: Path) -> None:
     ]:
         with pytest.raises(ValueError, match=match):
             layout.map_tensors(path, edited(change))
+
+
+def _resident_bytes(path: Path, start: int) -> int:
+    """Rss of this process's mapping of ``path`` that starts at ``start`` (Linux smaps)."""
+    found = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+            found = int(fields[0].split("-")[0], 16) == start and fields[-1] == str(path)
+        elif found and fields[0] == "Rss:":
+            return int(fields[1]) * 1024
+    msg = f"no mapping of {path} at {start:#x}"
+    raise AssertionError(msg)
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    release = platform.release().split(".")
+    return (int(release[0]), int(release[1].split("-")[0])) >= (major, minor)
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/smaps").exists() or not _kernel_at_least(5, 14),
+    reason="MADV_POPULATE_READ needs Linux 5.14",
+)
+def test_a_mapped_file_is_paged_in_ahead(tmp_path: Path) -> None:
+    path = tmp_path / "weights.bin"
+    path.write_bytes(os.urandom(4 << 20))  # in the page cache, as a cached checkpoint is
+    size = path.stat().st_size
+    mapping = map_file(path, size)
+    for thread in threading.enumerate():
+        if thread.name == "wsl-images-page-in":
+            thread.join()
+    assert _resident_bytes(path, mapping.data_ptr()) == size  # mapped without a single touch
+    assert path.read_bytes()[:16] == bytes(mapping[0:16].tolist())

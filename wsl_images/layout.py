@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from .mapping import map_file
+
 __all__ = ["describe", "map_tensors"]
 
 _VERSION = 1
@@ -64,7 +66,7 @@ def map_tensors(path: Path, layout: bytes) -> dict[str, torch.Tensor]:
             msg = "the layout is for another file"
             raise ValueError(msg)
         # Copy-on-write, as torch.load(mmap=True): a write to a tensor never reaches the file.
-        mapping = torch.UntypedStorage.from_file(str(path), False, size)
+        mapping = map_file(path, size)
         state = {}
         for name, (dtype, offset, nbytes, start, shape, stride) in entries.items():
             if not 0 <= offset <= offset + nbytes <= size:

@@ -32,6 +32,8 @@ import torch
 from torch import _weights_only_unpickler  # torch.load(weights_only=True)'s own unpickler
 from torch.serialization import MAGIC_NUMBER, PROTOCOL_VERSION
 
+from .mapping import map_file
+
 __all__ = ["load"]
 
 log = logging.getLogger(__name__)
@@ -80,8 +82,7 @@ def _map(path: Path) -> tuple[object, dict[int, int]]:
             raise ValueError(msg)
         offsets = storages.locate([str(k) for k in keys], f.fileno(), f.tell(), size)
     # The whole file, mapped privately: writes to a tensor (fine-tuning) never reach the file.
-    # Positional arguments: the size keyword is ``size`` in torch 2.1, ``nbytes`` later.
-    mapping = torch.UntypedStorage.from_file(str(path), False, size)
+    mapping = map_file(path, size)
     views = {
         key: mapping[offset : offset + storages.specs[key][1]] for key, offset in offsets.items()
     }
