@@ -85,7 +85,7 @@ def keep_layout(source: Path, layout: bytes) -> None:
     target = derived_path(source)
     try:
         meta_dir(source.parent, create=True)
-        # Not fsynced: a copy torn by a crash fails its hash and is simply made again.
+        # Not fsynced: a layout torn by a crash fails its hash and is simply made again.
         with atomic_file(target, durable=False) as tmp:
             os.write(tmp.fd, json.dumps(header).encode() + b"\n" + layout)
     except OSError as exc:  # e.g. a read-only shared cache: every load parses the file

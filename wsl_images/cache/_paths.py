@@ -115,7 +115,7 @@ def source_name_of(derived: str) -> str | None:
 
 
 def lock_path(source: Path) -> Path:
-    """The per-file lock serialising downloads and repairs of ``source``."""
+    """The per-file lock serialising downloads of ``source``."""
     return meta_dir(source.parent) / f"{source.name}.lock"
 
 
