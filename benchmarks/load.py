@@ -69,14 +69,15 @@ with torch.inference_mode():
 
 # Limit of a cached load: the bytes must come from the page cache (once) and the first forward
 # must run; here both happen on a model whose weights (the same ones) are already in memory.
-# The setup frees the loaded state dict before the clock starts, which warms glibc's allocator:
-# freeing a large block raises its mmap threshold, so the forward's activations come from the
-# heap instead of fresh mmap/munmap pairs (page faults) for each one, as in a fresh process.
-LIMIT = """
+# {setup} loads them. As defined (LIMIT), the setup frees the loaded state dict before the clock
+# starts, which warms glibc's allocator: freeing a large block raises its mmap threshold, so the
+# forward's activations come from the heap instead of fresh mmap/munmap pairs (page faults) for
+# each one, as in a fresh process.
+_LIMIT = """
 from torchvision.models.resnet import Bottleneck, ResNet
 model = ResNet(Bottleneck, [3, 4, 23, 3], groups=32, width_per_group=width).eval()
 load_path = sys.argv[5]
-model.load_state_dict(torch.load(load_path, weights_only=True))
+{setup}
 t0 = time.perf_counter()
 with open(load_path, "rb", buffering=0) as f:
     buf = bytearray(8 << 20)
@@ -86,24 +87,12 @@ t_ready = time.perf_counter()
 with torch.inference_mode():
     logits = model(x)
 """
-
+LIMIT = _LIMIT.format(setup="model.load_state_dict(torch.load(load_path, weights_only=True))")
 # The same limit with the allocator as fresh as in a real first load (and in OURS): the setup
 # keeps the loaded state dict, so no large block is freed before the clock starts.
-LIMIT_FRESH = """
-from torchvision.models.resnet import Bottleneck, ResNet
-model = ResNet(Bottleneck, [3, 4, 23, 3], groups=32, width_per_group=width).eval()
-load_path = sys.argv[5]
-state = torch.load(load_path, weights_only=True)  # kept: no large block freed
-model.load_state_dict(state)
-t0 = time.perf_counter()
-with open(load_path, "rb", buffering=0) as f:
-    buf = bytearray(8 << 20)
-    while f.readinto(buf):
-        pass
-t_ready = time.perf_counter()
-with torch.inference_mode():
-    logits = model(x)
-"""
+LIMIT_FRESH = _LIMIT.format(
+    setup="state = torch.load(load_path, weights_only=True)\nmodel.load_state_dict(state)"
+)
 
 _REPORT = """
 t_logits = time.perf_counter()
