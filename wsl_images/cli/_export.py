@@ -19,6 +19,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--format", choices=FORMATS, required=True)
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
     p.add_argument("--checkpoint", help="local file or URL of a state dict to export instead")
+    p.add_argument(
+        "--no-check-hash",
+        dest="check_hash",
+        action="store_false",
+        help="use a --checkpoint URL whose name only looks hashed (ckpt-epoch-10.pth: the part "
+        "after the last '-' is not the start of its sha256); only for a source you trust",
+    )
     p.add_argument("--num-classes", type=int, default=1000, help="outputs of the checkpoint's fc")
     p.add_argument(
         "--static-batch",
@@ -50,6 +57,7 @@ def _export(args: argparse.Namespace) -> int:
         args.output,
         format=args.format,
         checkpoint_path=args.checkpoint,
+        check_hash=args.check_hash,
         num_classes=args.num_classes,
         dynamic_batch=not args.static_batch,
         image_size=args.image_size,
