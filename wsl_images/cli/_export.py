@@ -67,9 +67,12 @@ def _export(args: argparse.Namespace) -> int:
     sizes = " and ".join(str(b) for b in result.batch_sizes)
     checked = f"random batches of {sizes}" if len(result.batch_sizes) > 1 else f"a batch of {sizes}"
     batch = "1" if result.format == "onnx" and args.static_batch else "any"
+    weights = ""
+    if result.data_path is not None:
+        weights = f", with its weights in {result.data_path.name} beside it (keep them together)"
     print(
-        f"Wrote {result.path} ({result.format}, batch size: {batch}). Checked against PyTorch "
-        f"on {checked}: max |diff| {result.max_abs_diff:.2e} "
+        f"Wrote {result.path} ({result.format}, batch size: {batch}){weights}. Checked against "
+        f"PyTorch on {checked}: max |diff| {result.max_abs_diff:.2e} "
         f"(tolerance {result.atol:g} + {result.rtol:g} * |value|)."
     )
     return 0
