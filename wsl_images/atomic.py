@@ -80,8 +80,11 @@ def atomic_file(target: str | os.PathLike[str], *, durable: bool = True) -> Iter
 @contextlib.contextmanager
 def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
     """A temp folder beside ``target`` for writers that make several files (an ONNX model and
-    its external ``.data``): on success each file in it moves beside ``target``, the one named
-    like ``target`` last, so its arrival means the rest is there; on failure all is removed."""
+    its external data): on success each file in it moves beside ``target``, the one named
+    like ``target`` last, so its arrival means the rest is there; on failure all is removed.
+    Readers see the old set or the new one only if the other files' names are new ones (an
+    ONNX export names its data after its content: :mod:`wsl_images.onnx_data`); a name the old
+    ``target`` reads too would be replaced before ``target`` is."""
     path = Path(target)
     _sweep_once(path.parent)
     folder = path.with_name(_temp_name(path.name))

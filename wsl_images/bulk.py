@@ -65,6 +65,7 @@ class ShardJob:
     shard_size: int = DEFAULT_SHARD_SIZE
     top_k: int = 5
     checkpoint: str | None = None  # as given to the Classifier, for run.json's sha256
+    check_hash: bool = True  # as given to the Classifier: a URL's name may only look hashed
     overwrite: bool = False
 
 
@@ -131,7 +132,7 @@ def _prepare(job: ShardJob, clf: Classifier) -> _Plan:
     spec = RunSpec(
         command=job.command,
         model=clf.weights.name,
-        checkpoint_sha256=_checkpoint_sha256(clf.weights.name, job.checkpoint),
+        checkpoint_sha256=_checkpoint_sha256(clf.weights.name, job.checkpoint, job.check_hash),
         options=options,
         shard_size=job.shard_size,
     )
@@ -171,13 +172,13 @@ def _refuse(folder: Path, differences: list[str]) -> None:
         raise InvalidInputError(msg)
 
 
-def _checkpoint_sha256(name: str, checkpoint: str | None) -> str:
+def _checkpoint_sha256(name: str, checkpoint: str | None, check_hash: bool) -> str:
     """The weights' identity: the cache's recorded sha256 of the verified source (a stat), or
     the hash of a local ``--checkpoint`` file."""
     if checkpoint is None or checkpoint.startswith(("http://", "https://")):
         from .cache import source_sha256
 
-        return source_sha256(checkpoint or name, progress=False)
+        return source_sha256(checkpoint or name, progress=False, check_hash=check_hash)
     digest = hashlib.sha256()
     with open(Path(checkpoint).expanduser(), "rb") as f:
         while chunk := f.read(_CHUNK):

@@ -108,6 +108,7 @@ def evaluate(
     data: str | os.PathLike[str],
     *,
     checkpoint_path: str | os.PathLike[str] | None = None,
+    check_hash: bool = True,
     batch_size: int | None = None,
     workers: int | None = None,
     device: str | torch.device | None = None,
@@ -120,7 +121,8 @@ def evaluate(
 
     ``data``: one folder per class, named by WordNet id (ImageNet val, -Sketch, -R, -A) or by
     class index 0-999 (ImageNet-V2). ``checkpoint_path``: a local file or URL evaluated instead
-    of the released weights. ``batch_size``: None is :func:`default_batch_size`. ``dtype``:
+    of the released weights. ``check_hash``: False loads a URL whose name only looks hashed
+    (see :class:`Classifier`). ``batch_size``: None is :func:`default_batch_size`. ``dtype``:
     "bfloat16"/"float16" run the forward under autocast (GPUs); None/"float32" is full
     precision. ``limit``: at most that many images, spread across classes (a quick check).
     ``context``: under torchrun, ``wsl_images.distributed.init_from_env()`` (each rank scores a
@@ -137,6 +139,7 @@ def evaluate(
         lambda: Classifier(
             name,
             checkpoint_path=checkpoint_path,
+            check_hash=check_hash,
             device=where,
             batch_size=batch_size or default_batch_size(where),
             workers=workers,

@@ -5,7 +5,8 @@ Safety model (pooch's): everything is written into a temporary folder beside the
 place once it matched, so a failed export leaves no half-written file and a killed one's folder is
 removed by the next write into that folder. ONNX uses torch's default (dynamo-based)
 exporter, with a dynamic batch dimension unless ``dynamic_batch=False``; weights of models over
-about 1.5 GB go to ``FILE.data`` beside ``FILE`` (protobuf's 2 GB limit), moved together with it.
+about 1.5 GB go to ``FILE.<sha256[:8]>.data`` beside ``FILE`` (protobuf's 2 GB limit), a name of
+their own so that replacing an export is atomic too (:mod:`wsl_images.onnx_data`).
 torch is imported inside the functions, so the CLI's parser can read this module's defaults.
 """
 
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .atomic import atomic_folder
 from .errors import ExportError, InvalidInputError, MissingDependencyError
+from .onnx_data import keep_published, name_external_data, remove_stale_data
 
 if TYPE_CHECKING:
     import torch
@@ -38,7 +40,8 @@ FORMATS: tuple[Format, ...] = ("onnx", "torchscript")
 ATOL = 1e-3
 RTOL = 1e-3
 _ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
-_EXTERNAL_DATA_BYTES = 1536 * 1024**2  # torch's own threshold for ONNX external data
+# Weights above this go to an external data file (torch's own threshold; tests lower it).
+_EXTERNAL_DATA_BYTES = 1536 * 1024**2
 # (trace batch, check batches). A dynamic ONNX graph is traced with 2 (torch.export specialises
 # a dimension of size 1) and checked with 1 and 3, two sizes it never saw; a static one takes
 # batches of exactly 1. TorchScript traces of these models accept any batch: traced with 2,
@@ -56,6 +59,9 @@ class ExportResult:
     max_abs_diff: float  # over all of them
     atol: float
     rtol: float
+    # ONNX over ~1.5 GB: the weights' file beside ``path`` (``FILE.<sha256[:8]>.data``), which
+    # must travel with it; None when the graph holds them.
+    data_path: Path | None = None
 
     @property
     def batch_size(self) -> int:
@@ -69,6 +75,7 @@ def export_model(
     *,
     format: Format = "onnx",
     checkpoint_path: str | os.PathLike[str] | None = None,
+    check_hash: bool = True,
     num_classes: int = 1000,
     dynamic_batch: bool = True,
     image_size: int = 224,
@@ -82,7 +89,8 @@ def export_model(
     compared with PyTorch; :class:`ExportError` if any logit is off by more than
     ``atol + rtol * |logit|``, and then nothing is written. ``dynamic_batch`` (default): the
     ONNX model accepts any batch size, checked with two it was not traced with; ``False``: it
-    takes batches of exactly 1. TorchScript always accepts any batch.
+    takes batches of exactly 1. TorchScript always accepts any batch. ``check_hash``: False
+    loads a ``checkpoint_path`` URL whose name only looks hashed (``ckpt-epoch-10.pth``).
     """
     import torch
 
@@ -98,7 +106,11 @@ def export_model(
         msg = f"Output folder {str(target.parent)!r} does not exist; create it first."
         raise InvalidInputError(msg)
     model = get_model(
-        name, checkpoint_path=checkpoint_path, num_classes=num_classes, progress=progress
+        name,
+        checkpoint_path=checkpoint_path,
+        check_hash=check_hash,
+        num_classes=num_classes,
+        progress=progress,
     ).eval()
     onnx_batches = _ONNX_DYNAMIC if dynamic_batch else _ONNX_STATIC
     trace_batch, check_batches = onnx_batches if format == "onnx" else _TORCHSCRIPT
@@ -106,15 +118,31 @@ def export_model(
     example = torch.randn(trace_batch, 3, image_size, image_size, generator=generator)
     checks = [torch.randn(b, 3, image_size, image_size, generator=generator) for b in check_batches]
     with atomic_folder(target) as workdir:
-        staged = workdir / target.name
-        if format == "onnx":
-            _write_onnx(model, example, staged, dynamic_batch=dynamic_batch)
-        else:
-            _write_torchscript(model, example, staged)
-        run = _onnx_runner(staged) if format == "onnx" else _torchscript_runner(staged)
+        data = _write(model, example, workdir / target.name, format, dynamic_batch)
+        run = _runner(workdir / target.name, format)
         diff = max(_check(model, run, x, atol=atol, rtol=rtol, format=format) for x in checks)
+        del run  # ONNX Runtime may map the data file: let go of it before it moves
+        if data is not None:
+            keep_published(workdir, target.parent, *data)
+    if format == "onnx":
+        remove_stale_data(target)  # earlier exports' data, now that the graph reads ours
     log.info("Exported %s to %s (max |diff| %.2e)", name, target, diff)
-    return ExportResult(target, format, check_batches, diff, atol, rtol)
+    data_path = None if data is None else target.with_name(data[0])
+    return ExportResult(target, format, check_batches, diff, atol, rtol, data_path)
+
+
+def _write(
+    model: nn.Module, example: torch.Tensor, path: Path, format: Format, dynamic_batch: bool
+) -> tuple[str, str] | None:
+    """Export to ``path``; returns the ONNX external data file's name and sha256, if any."""
+    if format == "onnx":
+        return _write_onnx(model, example, path, dynamic_batch=dynamic_batch)
+    _write_torchscript(model, example, path)
+    return None
+
+
+def _runner(path: Path, format: Format) -> Callable[[torch.Tensor], torch.Tensor]:
+    return _onnx_runner(path) if format == "onnx" else _torchscript_runner(path)
 
 
 def _check(
@@ -173,7 +201,8 @@ def _require_onnx() -> None:
 
 def _write_onnx(
     model: nn.Module, example: torch.Tensor, path: Path, *, dynamic_batch: bool
-) -> None:
+) -> tuple[str, str] | None:
+    """Export to ``path``; returns the external data file's name and sha256, if there is one."""
     import torch
 
     big = sum(p.numel() * p.element_size() for p in model.parameters()) > _EXTERNAL_DATA_BYTES
@@ -195,6 +224,8 @@ def _write_onnx(
     except Exception as exc:
         msg = f"torch.onnx.export failed: {exc}"
         raise ExportError(msg) from exc
+    # A name of its own, so the graph being replaced keeps reading its data until it is gone.
+    return name_external_data(path, path.name) if big else None
 
 
 def _write_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:

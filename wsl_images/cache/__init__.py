@@ -13,7 +13,7 @@ What it gives the rest of the package:
 Modules: ``_paths`` (locations, names), ``_records`` (verification records), ``_http`` (one
 GET, the retry loop), ``_pieces``, ``_hasher`` and ``_transfer`` (parallel download),
 ``_derive`` (derived files), ``_lock`` (the per-file lock), ``_store`` (verified
-sources), ``_manage`` (scan, verify, clear).
+sources), ``_mismatch`` (what a hash mismatch tells the user), ``_manage`` (scan, verify, clear).
 Nothing here imports torch; ``requests`` and ``tqdm`` are imported when a download starts.
 """
 

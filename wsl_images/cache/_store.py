@@ -31,6 +31,7 @@ from . import _records
 from ._derive import drop_obsolete
 from ._http import RetriesExhaustedError, TransferOptions
 from ._lock import file_lock
+from ._mismatch import cached_mismatch, download_mismatch
 from ._paths import derived_path, filename_from_url, get_cache_dir, is_offline
 
 __all__ = [
@@ -206,12 +207,7 @@ def check_source(
     if on_bad == "skip":
         return None
     if on_bad == "raise":
-        msg = (
-            f"The cached file {str(target)!r} is corrupted: its sha256 is {sha}, but it should "
-            f"start with {reference}. It was not loaded. Delete it (`wsl-images cache clear "
-            f"{target.name}`) and download it again with network access (unset "
-            "WSL_IMAGES_OFFLINE)."
-        )
+        msg = cached_mismatch(str(target), target.name, reference, sha, named=bool(expected))
         raise HashMismatchError(msg)
     log.warning(
         "Cached %s has sha256 %s, expected %s...: downloading it again", target, sha, reference
@@ -247,13 +243,7 @@ def _fetch(
             ) as bar:
                 actual = fetch(url, tmp.fd, opts, bar)
             if expected is not None and not actual.startswith(expected):
-                msg = (
-                    f"SHA256 of the file downloaded from {url!r} does not match its name: "
-                    f"expected {expected}... but got {actual}. The download was deleted. The "
-                    "file may have been corrupted in transit, or the server (a mirror?) holds "
-                    "another file under this name: try again, or check the URL / "
-                    "WSL_IMAGES_MIRROR."
-                )
+                msg = download_mismatch(url, target.name, expected, actual)
                 raise HashMismatchError(msg)
     except OSError as exc:
         if isinstance(exc, DownloadError):

@@ -29,6 +29,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--data", required=True, metavar="DIR", help="the folder of class folders")
     p.add_argument("--checkpoint", metavar="PATH_OR_URL", help="evaluate this state dict instead")
     p.add_argument(
+        "--no-check-hash",
+        dest="check_hash",
+        action="store_false",
+        help="use a --checkpoint URL whose name only looks hashed (ckpt-epoch-10.pth: the part "
+        "after the last '-' is not the start of its sha256); only for a source you trust",
+    )
+    p.add_argument(
         "--batch-size",
         type=_at_least(1),
         metavar="N",
@@ -84,6 +91,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             args.name,
             args.data,
             checkpoint_path=args.checkpoint,
+            check_hash=args.check_hash,
             batch_size=args.batch_size,
             workers=args.workers,
             device=args.device,

@@ -19,6 +19,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--format", choices=FORMATS, required=True)
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
     p.add_argument("--checkpoint", help="local file or URL of a state dict to export instead")
+    p.add_argument(
+        "--no-check-hash",
+        dest="check_hash",
+        action="store_false",
+        help="use a --checkpoint URL whose name only looks hashed (ckpt-epoch-10.pth: the part "
+        "after the last '-' is not the start of its sha256); only for a source you trust",
+    )
     p.add_argument("--num-classes", type=int, default=1000, help="outputs of the checkpoint's fc")
     p.add_argument(
         "--static-batch",
@@ -50,6 +57,7 @@ def _export(args: argparse.Namespace) -> int:
         args.output,
         format=args.format,
         checkpoint_path=args.checkpoint,
+        check_hash=args.check_hash,
         num_classes=args.num_classes,
         dynamic_batch=not args.static_batch,
         image_size=args.image_size,
@@ -59,9 +67,12 @@ def _export(args: argparse.Namespace) -> int:
     sizes = " and ".join(str(b) for b in result.batch_sizes)
     checked = f"random batches of {sizes}" if len(result.batch_sizes) > 1 else f"a batch of {sizes}"
     batch = "1" if result.format == "onnx" and args.static_batch else "any"
+    weights = ""
+    if result.data_path is not None:
+        weights = f", with its weights in {result.data_path.name} beside it (keep them together)"
     print(
-        f"Wrote {result.path} ({result.format}, batch size: {batch}). Checked against PyTorch "
-        f"on {checked}: max |diff| {result.max_abs_diff:.2e} "
+        f"Wrote {result.path} ({result.format}, batch size: {batch}){weights}. Checked against "
+        f"PyTorch on {checked}: max |diff| {result.max_abs_diff:.2e} "
         f"(tolerance {result.atol:g} + {result.rtol:g} * |value|)."
     )
     return 0

@@ -66,6 +66,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--model", default=DEFAULT_MODEL, help=f"model name or alias (default {DEFAULT_MODEL})"
     )
     p.add_argument("--checkpoint", help="local file or URL of a state dict to use instead")
+    p.add_argument(
+        "--no-check-hash",
+        dest="check_hash",
+        action="store_false",
+        help="use a --checkpoint URL whose name only looks hashed (ckpt-epoch-10.pth: the part "
+        "after the last '-' is not the start of its sha256); only for a source you trust",
+    )
     p.add_argument("--batch-size", type=_positive, default=32, help="images per forward (32)")
     p.add_argument("--workers", type=_natural, help="decoding processes (default: auto)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
@@ -200,6 +207,7 @@ def _run_sharded(args: argparse.Namespace) -> int:
         shard_size=args.shard_size or DEFAULT_SHARD_SIZE,
         top_k=getattr(args, "top_k", 5),
         checkpoint=args.checkpoint,
+        check_hash=args.check_hash,
         overwrite=args.overwrite,
     )
     ctx = init_from_env(args.device, timeout=LISTING_TIMEOUT)
@@ -223,6 +231,7 @@ def _classifier(args: argparse.Namespace, ctx: Context) -> Classifier:
     return Classifier(
         args.model,
         checkpoint_path=args.checkpoint,
+        check_hash=args.check_hash,
         device=ctx.device(args.device),
         batch_size=args.batch_size,
         workers=args.workers,
