@@ -56,7 +56,7 @@ def apply() -> Callable[[], None]:
         seconds = float(os.environ["SIM_PG_TIMEOUT"])
         short = dist.new_group(backend="gloo", timeout=timedelta(seconds=seconds))
         _make_world(short)
-        done = dist.destroy_process_group
+        done = _leave
     if os.environ.get("SIM_NCCL_ONLY") == "1":
         _refuse_cpu_collectives()
     if rank == 0 and "SIM_SLOW_LISTING" in os.environ:
@@ -70,6 +70,11 @@ def apply() -> Callable[[], None]:
     if rank == 0 and os.environ.get("SIM_HIDE"):
         os.listdir = _hiding(os.listdir, os.environ["SIM_HIDE"].split(","))
     return done
+
+
+def _leave() -> None:
+    if dist.is_initialized():  # wsl-images must leave a caller's group alone, but may not
+        dist.destroy_process_group()
 
 
 def _make_world(group: Any) -> None:

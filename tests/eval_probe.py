@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import dist_sim
+import torch.distributed as dist
 
 from wsl_images.distributed import init_from_env, shutdown
 from wsl_images.evaluation import evaluate
@@ -41,7 +42,8 @@ def run() -> int:
         finally:
             shutdown(ctx)
         result.pop("seconds")
-        record = {"result": result}
+        # wsl-images left its own group; the caller's process group (if any) is still there.
+        record = {"result": result, "initialized_after": dist.is_initialized()}
     except Exception as exc:
         record = {"error": f"{type(exc).__name__}: {exc}"}
     (Path(out) / f"rank{os.environ['RANK']}.json").write_text(json.dumps(record))
