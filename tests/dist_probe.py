@@ -3,7 +3,7 @@
 Usage: torchrun ... tests/dist_probe.py OUT_FOLDER CLI_ARGS... Every torch.distributed
 collective our code calls is counted, and every shard file a rank publishes is recorded; each
 rank writes ``OUT_FOLDER/rank<RANK>.json`` with ``code``, ``collectives`` and ``written``, and
-exits with the command's exit code.
+exits with the command's exit code. The environment may ask for simulations (:mod:`dist_sim`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from typing import Any
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import dist_sim
 
 from wsl_images import shards
 from wsl_images.atomic import TempFile
@@ -65,12 +68,14 @@ def _recorded(
 
 def run() -> int:
     out, argv = Path(sys.argv[1]), sys.argv[2:]
+    done = dist_sim.apply()
     for name in COLLECTIVES:  # our code calls them as dist.NAME: patched at the module
         setattr(dist, name, _counted(name, getattr(dist, name)))
     shards.atomic_file = _recorded(shards.atomic_file)  # type: ignore[assignment]
     code = main(argv)
     record = {"code": code, "collectives": dict(calls), "written": written}
     (out / f"rank{os.environ['RANK']}.json").write_text(json.dumps(record))
+    done()
     return code
 
 

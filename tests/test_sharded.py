@@ -147,6 +147,29 @@ def test_classify_shards_record_the_run_and_every_error(runs: Path, data: Path) 
     ]
 
 
+def test_a_stale_listing_of_the_folder_does_not_fail_the_run(
+    runs: Path, served: Served, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An NFS client's listing of a folder can miss files other nodes renamed into it (its
+    cached listing): the final check trusts the shards this run published and looks the others
+    up by name, so the run still ends with _SUCCESS."""
+    folder = tmp_path / "classify"
+    shutil.copytree(runs / "classify", folder)
+    for name in ("_SUCCESS", "shard-000002.jsonl"):  # a run that stopped before shard 2
+        (folder / name).unlink()
+    hidden = {"shard-000002.jsonl", "shard-000005.jsonl"}  # never in a listing
+    listdir = os.listdir
+    stale = lambda path=".": [n for n in listdir(path) if n not in hidden]  # noqa: E731
+    monkeypatch.setattr(os, "listdir", stale)
+    argv = _args("classify", served[1]["zip"], data, "--output-dir", str(folder))
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert main([*argv, "--shard-size", str(SHARD)]) == 1  # the failed inputs
+    assert f"resumed: {SHARDS - 2} of {SHARDS} shards were complete already" in err.getvalue()
+    monkeypatch.undo()
+    for name in sorted(os.listdir(runs / "classify")):
+        assert (folder / name).read_bytes() == (runs / "classify" / name).read_bytes(), name
+
+
 def test_read_results_yields_every_input_in_order(runs: Path) -> None:
     ref = [json.loads(line) for line in (runs / "ref.jsonl").read_text().splitlines()]
     rows = list(wsl_images.read_results(runs / "classify"))

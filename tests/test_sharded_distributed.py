@@ -1,5 +1,6 @@
 """``--output-dir`` under torchrun (2 CPU processes, gloo): the single-process shards, each
-written once by one rank, and a fixed number of collectives whatever the number of inputs."""
+written once by one rank, and a fixed number of collectives whatever the number of inputs; also
+beside a caller's NCCL-only group, through slow phases and a stale listing (simulated)."""
 
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ Served = tuple[FileServer, dict[str, Path]]
 INPUTS, SHARDS = 4 + 30 + 6, 5  # bad files, photos, tar members; shards of 8
 
 
-def _torchrun(probe: Path, args: list[str]) -> tuple[subprocess.CompletedProcess[str], list[Any]]:
+def _torchrun(
+    probe: Path, args: list[str], env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], list[Any]]:
     probe.mkdir()
-    proc = torchrun([str(REPO / "tests" / "dist_probe.py"), str(probe), *args])
-    ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    proc = torchrun([str(REPO / "tests" / "dist_probe.py"), str(probe), *args], env=env)
+    ranks = [json.loads(p.read_text()) for p in sorted(probe.glob("rank*.json"))]
+    assert len(ranks) == 2, proc.stderr[-4000:]
     return proc, ranks
 
 
@@ -33,6 +37,14 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("dist")
     write_dataset(root, 30)
     return root
+
+
+@pytest.fixture(scope="module")
+def one(served: Served, data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of a one-process run (in this process): the reference."""
+    folder = tmp_path_factory.mktemp("one") / "run"
+    assert main(_args(served, folder, data)) == 1
+    return folder
 
 
 def _args(served: Served, folder: Path, *inputs: Path) -> list[str]:
@@ -49,11 +61,9 @@ def _same_files(folder: Path, reference: Path) -> None:
 
 
 def test_two_ranks_write_the_one_process_shards_and_exchange_no_results(
-    served: Served, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    served: Served, data: Path, one: Path, tmp_path: Path
 ) -> None:
-    one = tmp_path / "one"
-    assert main(_args(served, one, data)) == 1  # in this process: the reference
-    assert f"6 of {INPUTS} inputs failed" in capsys.readouterr().err
+    assert json.loads((one / "_SUCCESS").read_text())["failed"] == 6
 
     proc, fresh = _torchrun(tmp_path / "probe-fresh", _args(served, tmp_path / "two", data))
     assert proc.returncode == 1 and f"6 of {INPUTS} inputs failed" in proc.stderr, proc.stderr
@@ -82,5 +92,25 @@ def test_two_ranks_write_the_one_process_shards_and_exchange_no_results(
     for rank in (0, 1):
         counts = fresh[rank]["collectives"]
         assert counts == again[rank]["collectives"] == tiny[rank]["collectives"]
-        # The verdict on the folder and the plan, the model-loading barrier, two sums.
-        assert counts == {"broadcast_object_list": 2, "barrier": 1, "all_reduce": 2}, counts
+        # The verdict on the folder and the plan, the model-loading barrier, one gather of
+        # each rank's failed inputs and completed shards.
+        expected = {"broadcast_object_list": 2, "barrier": 1, "all_gather_object": 1}
+        assert counts == expected, counts
+
+
+def test_beside_a_callers_nccl_group_through_slow_phases_and_a_stale_listing(
+    served: Served, data: Path, one: Path, tmp_path: Path
+) -> None:
+    """The caller made the process group: NCCL-only (no CPU collectives, simulated) with a 2 s
+    timeout. Rank 0 lists the inputs and local rank 0 loads the model for 3x longer than that,
+    and rank 0's listings of the folder miss the shards rank 1 renamed into it (as an NFS
+    client's cached listing can). The run completes, with the one-process shards and _SUCCESS."""
+    simulated = {"SIM_PG_TIMEOUT": "2", "SIM_NCCL_ONLY": "1"}
+    simulated |= {"SIM_SLOW_LISTING": "6", "SIM_SLOW_BUILD": "6"}
+    simulated |= {"SIM_HIDE": "shard-000001.jsonl,shard-000003.jsonl"}
+    folder = tmp_path / "two"
+    proc, ranks = _torchrun(tmp_path / "probe", _args(served, folder, data), simulated)
+    assert proc.returncode == 1 and f"6 of {INPUTS} inputs failed" in proc.stderr, proc.stderr
+    assert [r["code"] for r in ranks] == [1, 1]
+    assert ranks[1]["written"] == ["shard-000001.jsonl", "shard-000003.jsonl"]
+    _same_files(folder, one)  # _SUCCESS included

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     CheckpointError,
+    DistributedTimeoutError,
     DownloadError,
     ExportError,
     HashMismatchError,
@@ -66,6 +67,7 @@ __all__ = [
     "CacheEntry",
     "CheckpointError",
     "Classifier",
+    "DistributedTimeoutError",
     "DownloadError",
     "EmbeddingMatrix",
     "EvalResult",

@@ -8,8 +8,12 @@ The steps, on every rank (under torchrun) or in one process:
    ``run.json`` and finds the shards still missing (one broadcast: this plan, or the error);
 4. each rank takes every ``world_size``-th missing shard, reads those shards' inputs from the
    listing and writes each shard itself: no result ever leaves its rank;
-5. two sums (failed inputs, shards written), which also wait for every rank to finish;
-6. rank 0 checks that every shard is there and writes ``_SUCCESS``.
+5. one gather of each rank's failed inputs and completed shards, which also waits for every
+   rank to finish;
+6. rank 0 checks that every shard is there and writes ``_SUCCESS``: a shard a rank reports
+   complete is trusted (it renamed the file there), any other is looked up by its path. A
+   listing of the folder is not trusted at this point: on NFS a client's listing can lag
+   behind renames by other nodes for seconds, and a shard would seem to be missing.
 
 The collectives are those few whatever the number of inputs, and what a rank holds is one
 shard's entries (and rows, for embed), whatever the size of the dataset.
@@ -21,7 +25,6 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +40,7 @@ from .outdir import (
     check_folder,
     clear_run,
     count_errors,
+    has_shard,
     missing_shards,
     read_spec,
     write_json,
@@ -44,14 +48,10 @@ from .outdir import (
 from .predict import Classifier, Outcome
 from .shards import ShardBatches, ShardSink
 
-__all__ = ["DEFAULT_SHARD_SIZE", "LISTING_TIMEOUT", "ShardJob", "ShardSummary", "run_sharded"]
+__all__ = ["DEFAULT_SHARD_SIZE", "ShardJob", "ShardSummary", "run_sharded"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# Ranks wait in a collective while rank 0 lists the inputs: millions of files on a network
-# filesystem can take longer than torch's default timeout (10-30 minutes).
-LISTING_TIMEOUT = timedelta(hours=2)
 _CHUNK = 8 << 20
 
 
@@ -108,11 +108,14 @@ def run_sharded(
             sink.write(outcome)
     missing = set(plan.missing)
     done = [k for k in range(spec.shards) if k not in missing][ctx.rank :: ctx.world_size]
-    failed = ctx.total(sink.failed + count_errors(job.folder, done))
-    written = ctx.total(sink.written)
+    reports = ctx.gather_all((sink.failed + count_errors(job.folder, done), sink.published))
+    failed = sum(count for count, _ in reports)
+    published = {k for _, shards in reports for k in shards}
     if ctx.is_main:
-        _finish(job.folder, spec, failed)
-    return ShardSummary(spec.inputs, failed, spec.shards, spec.shards - len(missing), written)
+        _finish(job.folder, spec, failed, published)
+    return ShardSummary(
+        spec.inputs, failed, spec.shards, spec.shards - len(missing), len(published)
+    )
 
 
 def _outcomes(
@@ -186,9 +189,13 @@ def _checkpoint_sha256(name: str, checkpoint: str | None, check_hash: bool) -> s
     return digest.hexdigest()
 
 
-def _finish(folder: Path, spec: RunSpec, failed: int) -> None:
-    missing = missing_shards(folder, spec)
-    if missing:  # every rank wrote its shards before the sums above returned
+def _finish(folder: Path, spec: RunSpec, failed: int, published: set[int]) -> None:
+    """``_SUCCESS``, once every shard is either reported by the rank that published it in this
+    run or found at its path (a lookup by name, which NFS revalidates, unlike a listing)."""
+    missing = [
+        k for k in range(spec.shards) if k not in published and not has_shard(folder, spec, k)
+    ]
+    if missing:  # every rank wrote its shards before the gather above returned
         msg = f"{len(missing)} shards are missing in {str(folder)!r} (first: {missing[0]})."
         raise WslImagesError(msg + " Run the same command again to write them.")
     summary = {"inputs": spec.inputs, "failed": failed, "shards": spec.shards}

@@ -6,6 +6,7 @@ the builtin that fits, so ``except ValueError`` keeps working for callers who kn
     WslImagesError
     ├── UnknownModelError (ValueError)        a model name not in the registry
     ├── CheckpointError (ValueError)          a checkpoint whose keys or shapes do not fit
+    ├── DistributedTimeoutError (TimeoutError) a rank waited too long for the others (torchrun)
     ├── DownloadError (OSError)               a download that failed (network, HTTP status, disk)
     │   ├── HashMismatchError                 the file's sha256 does not match its name
     │   ├── OfflineError                      a file is needed but WSL_IMAGES_OFFLINE=1
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "DistributedTimeoutError",
     "DownloadError",
     "ExportError",
     "HashMismatchError",
@@ -43,6 +45,10 @@ class UnknownModelError(WslImagesError, ValueError):
 
 class CheckpointError(WslImagesError, ValueError):
     """A checkpoint that cannot be loaded into the requested architecture."""
+
+
+class DistributedTimeoutError(WslImagesError, TimeoutError):
+    """Under torchrun, a rank waited longer than its timeout for the other ranks."""
 
 
 class DownloadError(WslImagesError, OSError):

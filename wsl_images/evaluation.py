@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from .distributed import Context, resolve_device
 from .errors import ImageDecodeError, InvalidInputError
@@ -148,7 +147,7 @@ def evaluate(
         )
     )
     tally = _run(clf, evalset, ctx, progress)
-    totals, failures = _reduce(ctx, clf.device, tally)
+    totals, failures = _reduce(ctx, tally)
     return _result(clf, evalset, totals, failures, start, limit, checkpoint_path)
 
 
@@ -238,18 +237,11 @@ def _logits(clf: Classifier, images: torch.Tensor) -> torch.Tensor:
     return logits.float()
 
 
-def _reduce(
-    ctx: Context, device: torch.device, tally: _Tally
-) -> tuple[torch.Tensor, list[tuple[int, str]]]:
-    """Every rank's counts summed and unreadable files gathered, on every rank."""
-    if not ctx.active:
-        return tally.counts, sorted(tally.failures)
-    # NCCL reduces CUDA tensors only; gloo CPU tensors.
-    counts = tally.counts.to(device if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(counts)
-    gathered: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(gathered, tally.failures)
-    return counts.cpu(), sorted(f for part in gathered for f in part)
+def _reduce(ctx: Context, tally: _Tally) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+    """Every rank's counts summed and unreadable files gathered, on every rank (over gloo, CPU
+    tensors: whatever the caller's process group, NCCL alone included)."""
+    parts = ctx.gather_all(tally.failures)
+    return ctx.sum(tally.counts), sorted(f for part in parts for f in part)
 
 
 def _result(

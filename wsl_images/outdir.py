@@ -33,6 +33,7 @@ __all__ = [
     "check_folder",
     "clear_run",
     "count_errors",
+    "has_shard",
     "missing_shards",
     "read_spec",
     "shard_path",
@@ -166,14 +167,24 @@ def clear_run(folder: Path) -> int:
 
 
 def missing_shards(folder: Path, spec: RunSpec) -> list[int]:
-    """The shards of ``spec`` not complete in ``folder`` (embed needs its .npy too)."""
+    """The shards of ``spec`` not complete in ``folder`` (embed needs its .npy too), from one
+    listing of the folder. On a shared filesystem the listing may lag behind other clients'
+    renames: a shard it misses is written again (same bytes), never lost."""
     names = set(os.listdir(folder))
-    need = (".jsonl", ".npy") if spec.command == "embed" else (".jsonl",)
     return [
         k
         for k in range(spec.shards)
-        if any(shard_path(folder, k, suffix).name not in names for suffix in need)
+        if any(shard_path(folder, k, suffix).name not in names for suffix in _suffixes(spec))
     ]
+
+
+def has_shard(folder: Path, spec: RunSpec, k: int) -> bool:
+    """Whether shard ``k`` is complete in ``folder``, by looking its files up by name."""
+    return all(shard_path(folder, k, suffix).is_file() for suffix in _suffixes(spec))
+
+
+def _suffixes(spec: RunSpec) -> tuple[str, ...]:
+    return (".jsonl", ".npy") if spec.command == "embed" else (".jsonl",)
 
 
 def count_errors(folder: Path, shards: list[int]) -> int:

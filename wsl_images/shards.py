@@ -79,10 +79,16 @@ class ShardSink(contextlib.AbstractContextManager["ShardSink"]):
     ) -> None:
         self.folder, self.inputs, self.shard_size = folder, inputs, shard_size
         self.rows = np.empty((shard_size, width), np.float32) if width is not None else None
-        self.failed, self.written = 0, 0
+        self.failed = 0
+        self.published: list[int] = []  # the shards this sink completed, in order
         self._stack = contextlib.ExitStack()
         self._shard, self._left, self._good = -1, 0, 0
         self._out: TextIO | None = None
+
+    @property
+    def written(self) -> int:
+        """How many shards this sink completed."""
+        return len(self.published)
 
     def write(self, outcome: Outcome[Any]) -> None:
         """Add one input's line (and row); publishes its shard when it is the shard's last."""
@@ -120,7 +126,7 @@ class ShardSink(contextlib.AbstractContextManager["ShardSink"]):
                 np.save(f, self.rows[: self._good])
         self._out = None
         self._stack.close()  # flushes the lines, then renames the .jsonl: the shard is complete
-        self.written += 1
+        self.published.append(self._shard)
 
     def __exit__(
         self,

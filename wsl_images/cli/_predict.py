@@ -197,7 +197,7 @@ def _run(args: argparse.Namespace, body: Body) -> int:
 
 def _run_sharded(args: argparse.Namespace) -> int:
     """--output-dir: each rank writes its own shards; a rerun resumes (wsl_images.bulk)."""
-    from ..bulk import LISTING_TIMEOUT, ShardJob, run_sharded
+    from ..bulk import ShardJob, run_sharded
     from ..distributed import init_from_env, shutdown
 
     job = ShardJob(
@@ -210,7 +210,7 @@ def _run_sharded(args: argparse.Namespace) -> int:
         check_hash=args.check_hash,
         overwrite=args.overwrite,
     )
-    ctx = init_from_env(args.device, timeout=LISTING_TIMEOUT)
+    ctx = init_from_env(args.device)
     try:
         summary = run_sharded(job, build=lambda: _classifier(args, ctx), context=ctx)
     finally:
