@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from .errors import InvalidInputError
+from .devices import resolve_device
 
 __all__ = ["Context", "init_from_env", "resolve_device", "shutdown"]
 
@@ -102,21 +102,6 @@ class Context:
                 dist.barrier()  # reached even when build failed, so no rank waits forever
         dist.barrier()
         return build()
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device`` as a torch.device; None or "auto" is CUDA when present, else the CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        result = torch.device(device)
-    except RuntimeError as exc:
-        msg = f"Unknown device {device!r}: use auto, cpu, cuda or cuda:N."
-        raise InvalidInputError(msg) from exc
-    if result.type == "cuda" and not torch.cuda.is_available():
-        msg = f"Device {str(device)!r} requested but CUDA is not available: use --device cpu."
-        raise InvalidInputError(msg)
-    return result
 
 
 def init_from_env(device_hint: str | None = None, *, timeout: timedelta | None = None) -> Context:
