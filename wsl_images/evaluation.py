@@ -108,6 +108,7 @@ def evaluate(
     data: str | os.PathLike[str],
     *,
     checkpoint_path: str | os.PathLike[str] | None = None,
+    mmap: bool = False,
     batch_size: int | None = None,
     workers: int | None = None,
     device: str | torch.device | None = None,
@@ -126,6 +127,7 @@ def evaluate(
     ``context``: under torchrun, ``wsl_images.distributed.init_from_env()`` (each rank scores a
     share; every rank gets the result). Raises ``InvalidInputError`` for an unknown layout,
     ``ImageDecodeError`` if no image could be read.
+    ``mmap``: map a local ``checkpoint_path`` file instead of reading it (see ``get_model``).
     """
     start = time.perf_counter()
     get_weights(name)  # an unknown name fails before a long folder scan
@@ -137,6 +139,7 @@ def evaluate(
         lambda: Classifier(
             name,
             checkpoint_path=checkpoint_path,
+            mmap=mmap,
             device=where,
             batch_size=batch_size or default_batch_size(where),
             workers=workers,

@@ -69,6 +69,7 @@ def export_model(
     *,
     format: Format = "onnx",
     checkpoint_path: str | os.PathLike[str] | None = None,
+    mmap: bool = False,
     num_classes: int = 1000,
     dynamic_batch: bool = True,
     image_size: int = 224,
@@ -82,7 +83,8 @@ def export_model(
     compared with PyTorch; :class:`ExportError` if any logit is off by more than
     ``atol + rtol * |logit|``, and then nothing is written. ``dynamic_batch`` (default): the
     ONNX model accepts any batch size, checked with two it was not traced with; ``False``: it
-    takes batches of exactly 1. TorchScript always accepts any batch.
+    takes batches of exactly 1. TorchScript always accepts any batch. ``mmap``: map a local
+    ``checkpoint_path`` file instead of reading it (see ``get_model``).
     """
     import torch
 
@@ -98,7 +100,7 @@ def export_model(
         msg = f"Output folder {str(target.parent)!r} does not exist; create it first."
         raise InvalidInputError(msg)
     model = get_model(
-        name, checkpoint_path=checkpoint_path, num_classes=num_classes, progress=progress
+        name, checkpoint_path=checkpoint_path, mmap=mmap, num_classes=num_classes, progress=progress
     ).eval()
     onnx_batches = _ONNX_DYNAMIC if dynamic_batch else _ONNX_STATIC
     trace_batch, check_batches = onnx_batches if format == "onnx" else _TORCHSCRIPT

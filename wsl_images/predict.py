@@ -78,6 +78,8 @@ class Classifier:
     """A pretrained model with its preprocessing, ready to label or embed images.
 
     ``checkpoint_path``: a local file or URL loaded instead of the registered weights.
+    ``mmap``: map a local ``checkpoint_path`` file instead of reading it (see ``get_model``:
+    then saving that file again in place changes the weights this classifier uses).
     ``device``: None/"auto" (CUDA when present), "cpu", "cuda:1"... ``batch_size``: images per
     forward. ``workers``: DataLoader processes that decode (None: 1 per 4 cores for a CPU model,
     up to 8 for a GPU; 0: decode in this process). ``autocast``: "bfloat16"/"float16" run the
@@ -96,6 +98,7 @@ class Classifier:
         name: str = DEFAULT_MODEL,
         *,
         checkpoint_path: str | os.PathLike[str] | None = None,
+        mmap: bool = False,
         device: str | torch.device | None = None,
         batch_size: int = 32,
         workers: int | None = None,
@@ -129,7 +132,11 @@ class Classifier:
         self.geometry = geometry(self.weights.preprocessing)
         self.normalize = normalization(self.weights.preprocessing)
         model = get_model(
-            self.name, checkpoint_path=checkpoint_path, progress=progress, cache_dir=cache_dir
+            self.name,
+            checkpoint_path=checkpoint_path,
+            mmap=mmap,
+            progress=progress,
+            cache_dir=cache_dir,
         )
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
 
