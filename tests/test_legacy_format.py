@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -267,3 +268,31 @@ def test_reading_unmapped_gives_the_same_tensors_in_memory_of_their_own(tmp_path
     assert shared[0].data_ptr() == shared[1].data_ptr()  # storages shared as saved
     path.write_bytes(b"")  # the tensors do not depend on the file any more
     assert torch.equal(state["base"], reference["base"])
+
+
+@pytest.mark.parametrize("platform_name", ["win32", "darwin", "linux"])
+def test_mapping_elsewhere_or_without_madvise_maps_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform_name: str
+) -> None:
+    """Other platforms start no page-in thread; a C library without madvise only skips it."""
+    path = tmp_path / "weights.bin"
+    data = os.urandom(1 << 16)
+    path.write_bytes(data)
+    monkeypatch.setattr(sys, "platform", platform_name)
+
+    calls: list[object] = []
+
+    def no_libc(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        raise OSError("no C library here")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_libc)
+    failures: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", failures.append)
+    mapping = map_file(path, len(data))
+    for thread in threading.enumerate():
+        if thread.name == "wsl-images-page-in":
+            thread.join()
+    assert len(calls) == (platform_name == "linux")  # the page-in thread runs on Linux only
+    assert failures == []  # and ends quietly without madvise
+    assert bytes(mapping[0:64].tolist()) == data[:64]
