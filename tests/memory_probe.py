@@ -12,6 +12,7 @@ import gc
 import json
 import re
 import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -35,6 +36,9 @@ def main() -> None:
     source = read_state_dict(Path(path), mmap=True)  # either format, no anonymous copy
     fp32 = sum(t.numel() * t.element_size() for t in source.values() if t.is_floating_point())
     del source
+    for thread in threading.enumerate():  # the page-in thread holds the mapping until done
+        if thread.name == "wsl-images-page-in":
+            thread.join()
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
     before = _status()
