@@ -192,6 +192,14 @@ def test_a_jpeg_is_named_not_refused(tmp_path: Path) -> None:
         get_model("resnet18_ssl", checkpoint_path=path)
 
 
+def test_a_torchscript_archive_is_named_and_not_run(tmp_path: Path) -> None:
+    """torch.load (< 2.4) hands such a file to torch.jit.load, even with weights_only=True."""
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+    with pytest.raises(CheckpointError, match=r"is a TorchScript archive \(torch\.jit\.save\)"):
+        get_model("resnet18_ssl", checkpoint_path=path)
+
+
 def test_an_empty_file_says_it_is_empty(tmp_path: Path) -> None:
     path = tmp_path / "empty.pth"
     path.write_bytes(b"")

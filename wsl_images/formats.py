@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import pickle
 import re
+import zipfile
+from pathlib import Path
 
-__all__ = ["ZIP_MAGIC", "explain", "foreign", "refused_global"]
+__all__ = ["ZIP_MAGIC", "explain", "foreign", "is_torchscript", "refused_global"]
 
 ZIP_MAGIC = b"PK\x03\x04"
 HEAD_BYTES = 16  # enough for every signature below
@@ -56,6 +58,19 @@ def foreign(head: bytes) -> str | None:
         if head.startswith(signature):
             return what
     return None
+
+
+def is_torchscript(path: Path) -> bool:
+    """Whether the zip file ``path`` is a TorchScript archive (``torch.jit.save``), which
+    ``torch.load`` would hand to ``torch.jit.load`` even with ``weights_only=True`` (torch < 2.4).
+
+    Decided as torch does (a ``constants.pkl`` record), from the archive's directory alone.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.split("/", 1)[-1] == "constants.pkl" for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):  # damaged: torch.load says how
+        return False
 
 
 def refused_global(exc: BaseException) -> str | None:

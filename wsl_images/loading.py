@@ -91,9 +91,16 @@ def _read(path: Path, *, mmap: bool) -> tuple[StateDict, dict[int, int]]:
     if other is not None:
         msg = f"Checkpoint {name!r} is not a PyTorch checkpoint: it looks like {other}."
         raise CheckpointError(msg)
+    zipped = head.startswith(formats.ZIP_MAGIC)  # as torch.load decides
+    if zipped and formats.is_torchscript(path):
+        msg = (
+            f"Checkpoint {name!r} is a TorchScript archive (torch.jit.save), not a state dict: "
+            "load it with torch.jit.load, or save its state_dict() with torch.save."
+        )
+        raise CheckpointError(msg)
     offsets: dict[int, int] = {}
     try:
-        if head.startswith(formats.ZIP_MAGIC):  # as torch.load decides
+        if zipped:
             # str(path): torch 2.1's mmap wants a str file name, not a Path.
             obj = torch.load(name, map_location="cpu", weights_only=True, mmap=mmap)
         else:  # the same weights-only unpickler, with the storages mapped in place (or read)
