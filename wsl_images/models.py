@@ -127,7 +127,8 @@ def checkpoint_file(
     cache_dir: PathLike | None = None,
 ) -> tuple[Path, bool]:
     """The file to load, and whether it is the cache's: the verified cached file for the model
-    or a URL, or a local ``checkpoint_path`` as it is (read in place, never copied)."""
+    or a URL, or a local ``checkpoint_path`` as it is (loaded from where it lies, never copied
+    into the cache)."""
     text = None if checkpoint_path is None else os.fspath(checkpoint_path)
     if text is not None and not text.startswith(("http://", "https://")):
         path = Path(text).expanduser()
