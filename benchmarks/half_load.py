@@ -6,7 +6,8 @@ A checkpoint of the model's exact shapes (random weights, zip format, float32) i
 under benchmarks/.work/. Each load runs in a fresh process and reports the peak RSS growth
 during the load (VmHWM, reset just before), the anonymous memory it keeps, and wall time:
 
-- wsl_images:   get_model(NAME, checkpoint_path=FILE, dtype=torch.float16)
+- wsl_images:   get_model(NAME, checkpoint_path=FILE, dtype=torch.float16)  (the file read)
+- mmap=True:    the same with mmap=True  (the file mapped, as files of the cache always are)
 - fp32 + half:  get_model(NAME, checkpoint_path=FILE).half()  (our fp32 load, then cast)
 - torchvision:  ResNet(...) ; load_state_dict(torch.load(FILE, weights_only=True)) ; .half()
 """
@@ -31,7 +32,7 @@ from wsl_images.models import build_model  # noqa: E402
 from wsl_images.registry import get_weights  # noqa: E402
 
 WORK = REPO / "benchmarks" / ".work"
-MODES = ("wsl_images", "fp32 + half", "torchvision")
+MODES = ("wsl_images", "mmap=True", "fp32 + half", "torchvision")
 
 
 def _status() -> dict[str, int]:
@@ -47,6 +48,8 @@ def probe(mode: str, name: str, path: str) -> None:
     before, start = _status(), time.perf_counter()
     if mode == "wsl_images":
         model = get_model(name, checkpoint_path=path, dtype=torch.float16)
+    elif mode == "mmap=True":
+        model = get_model(name, checkpoint_path=path, dtype=torch.float16, mmap=True)
     elif mode == "fp32 + half":
         model = get_model(name, checkpoint_path=path).half()
     else:

@@ -1,8 +1,9 @@
 """Run in a fresh process: memory growth of one get_model(..., dtype=...) load, as JSON.
 
-Usage: python tests/memory_probe.py CHECKPOINT NAME DTYPE. Prints bytes: the checkpoint's
-float32 tensors, the loaded model's tensors, the peak RSS growth during the load (VmHWM, reset
-just before it) and the anonymous-memory growth that remains after it.
+Usage: python tests/memory_probe.py CHECKPOINT NAME DTYPE [mmap] (``mmap``: the load maps the
+file, else reads it). Prints bytes: the checkpoint's float32 tensors, the loaded model's tensors,
+the peak RSS growth during the load (VmHWM, reset just before it) and the anonymous-memory
+growth that remains after it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import gc
 import json
 import re
 import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -18,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wsl_images import get_model
+from wsl_images.loading import read_state_dict
 
 
 def _status() -> dict[str, int]:
@@ -28,14 +31,18 @@ def _status() -> dict[str, int]:
 
 def main() -> None:
     path, name, dtype_name = sys.argv[1:4]
+    mmap = sys.argv[4:5] == ["mmap"]
     dtype = getattr(torch, dtype_name)
-    source = torch.load(path, weights_only=True, mmap=True)
+    source = read_state_dict(Path(path), mmap=True)  # either format, no anonymous copy
     fp32 = sum(t.numel() * t.element_size() for t in source.values() if t.is_floating_point())
     del source
+    for thread in threading.enumerate():  # the page-in thread holds the mapping until done
+        if thread.name == "wsl-images-page-in":
+            thread.join()
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
     before = _status()
-    model = get_model(name, checkpoint_path=path, dtype=dtype)
+    model = get_model(name, checkpoint_path=path, dtype=dtype, mmap=mmap)
     gc.collect()
     after = _status()
     tensors = model.state_dict().values()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
+import logging
 import os
+import pickle
 import platform
+import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -165,3 +170,129 @@ def test_a_mapped_file_is_paged_in_ahead(tmp_path: Path) -> None:
             thread.join()
     assert _resident_bytes(path, mapping.data_ptr()) == size  # mapped without a single touch
     assert path.read_bytes()[:16] == bytes(mapping[0:16].tolist())
+
+
+# --- without torch's private parts, or without os.pread: the same tensors ---
+
+
+def _no_unpickler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A torch without ``torch._weights_only_unpickler`` (torch.load keeps its own reference)."""
+    monkeypatch.setitem(sys.modules, "torch._weights_only_unpickler", None)
+    monkeypatch.delattr(torch, "_weights_only_unpickler")
+
+
+def _no_internal_keyword(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``TypedStorage`` that no longer takes the private ``_internal`` keyword."""
+
+    class Strict(torch.TypedStorage):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            if "_internal" in kwargs:
+                msg = "__init__() got an unexpected keyword argument '_internal'"
+                raise TypeError(msg)
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch, "TypedStorage", Strict)
+
+
+def _no_cdata(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Storages without the private ``_cdata``."""
+
+    def missing(self: object) -> int:
+        raise AttributeError("'UntypedStorage' object has no attribute '_cdata'")
+
+    monkeypatch.setattr(torch.UntypedStorage, "_cdata", property(missing), raising=False)
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+@pytest.mark.parametrize("remove", [_no_unpickler, _no_internal_keyword, _no_cdata])
+def test_without_torchs_private_parts_loads_fall_back_to_torch_load(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    remove: Callable[[pytest.MonkeyPatch], None],
+    mmap: bool,
+) -> None:
+    path = _save_legacy(_mixed(1), tmp_path / "mixed.pth")
+    reference = torch.load(path, weights_only=True)
+    evil = tmp_path / "evil.pth"
+    torch.save({"w": _Evil()}, evil, pickle_module=pickle, _use_new_zipfile_serialization=False)
+    remove(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="wsl_images.legacy_format"):
+        state = read_state_dict(path, mmap=mmap)
+    assert "Reading mixed.pth with torch.load(weights_only=True): the fast reader failed" in (
+        caplog.text
+    )
+    assert list(state) == list(reference)
+    for key, value in reference.items():
+        assert state[key].stride() == value.stride() and torch.equal(state[key], value), key
+    # The fallback is torch.load(weights_only=True): a refused global stays refused, unrun.
+    with pytest.raises(CheckpointError, match=r"refused for safety: it needs '(posix|nt)\.system'"):
+        read_state_dict(evil, mmap=mmap)
+
+
+class _Evil:
+    def __reduce__(self) -> tuple[Callable[..., object], tuple[str]]:
+        return (os.system, ("touch PWNED",))
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_without_pread_legacy_files_load_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, mmap: bool
+) -> None:
+    """As on Windows, which has no os.pread: the same tensors, by the fast path."""
+    path = _save_legacy(_mixed(2), tmp_path / "mixed.pth")
+    reference = torch.load(path, weights_only=True)
+    _, offsets = legacy_format.load(path, mmap=mmap)
+    monkeypatch.delattr(os, "pread", raising=False)
+    with caplog.at_level(logging.INFO, logger="wsl_images.legacy_format"):
+        state, again = legacy_format.load(path, mmap=mmap)
+    assert caplog.text == ""  # no fallback to torch.load
+    assert sorted(again.values()) == sorted(offsets.values())  # storages placed the same
+    assert isinstance(state, dict) and list(state) == list(reference)
+    for key, value in reference.items():
+        assert state[key].stride() == value.stride() and torch.equal(state[key], value), key
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(CheckpointError, match="cut short"):
+        read_state_dict(cut, mmap=mmap)
+
+
+def test_reading_unmapped_gives_the_same_tensors_in_memory_of_their_own(tmp_path: Path) -> None:
+    path = _save_legacy(_mixed(3), tmp_path / "mixed.pth")
+    reference = torch.load(path, weights_only=True)
+    state, offsets = legacy_format.load(path, mmap=False)
+    assert isinstance(state, dict) and offsets == {}
+    for key, value in reference.items():
+        assert state[key].stride() == value.stride() and torch.equal(state[key], value), key
+    shared = state["view"].untyped_storage(), state["base"].untyped_storage()
+    assert shared[0].data_ptr() == shared[1].data_ptr()  # storages shared as saved
+    path.write_bytes(b"")  # the tensors do not depend on the file any more
+    assert torch.equal(state["base"], reference["base"])
+
+
+@pytest.mark.parametrize("platform_name", ["win32", "darwin", "linux"])
+def test_mapping_elsewhere_or_without_madvise_maps_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform_name: str
+) -> None:
+    """Other platforms start no page-in thread; a C library without madvise only skips it."""
+    path = tmp_path / "weights.bin"
+    data = os.urandom(1 << 16)
+    path.write_bytes(data)
+    monkeypatch.setattr(sys, "platform", platform_name)
+
+    calls: list[object] = []
+
+    def no_libc(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        raise OSError("no C library here")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_libc)
+    failures: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", failures.append)
+    mapping = map_file(path, len(data))
+    for thread in threading.enumerate():
+        if thread.name == "wsl-images-page-in":
+            thread.join()
+    assert len(calls) == (platform_name == "linux")  # the page-in thread runs on Linux only
+    assert failures == []  # and ends quietly without madvise
+    assert bytes(mapping[0:64].tolist()) == data[:64]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,13 +78,19 @@ def _mapped_files() -> str:
     return Path("/proc/self/maps").read_text()
 
 
+@pytest.mark.parametrize("pread", [True, False], ids=["pread", "no-pread"])
 def test_legacy_file_is_mapped_in_place_and_parsed_once(
     served: Served,
     register_file: Callable[[str, str], None],
     isolated_cache: Path,
     monkeypatch: pytest.MonkeyPatch,
     state18: dict[str, torch.Tensor],
+    pread: bool,
 ) -> None:
+    """Both loads, also without os.pread (as on Windows): the first parses the file and keeps
+    its layout, the second maps the tensors by it."""
+    if not pread:
+        monkeypatch.delattr(os, "pread", raising=False)
     server, files = served
     source = isolated_cache / files["legacy"].name
     register_file("resnet18_ssl", f"{server.url}/{files['legacy'].name}")
@@ -268,3 +278,43 @@ def test_cache_dir_keyword_keeps_downloads_there(
     assert (other / files["legacy"].name).is_file()
     assert not (isolated_cache / files["zip"].name).exists()
     assert not (isolated_cache / files["legacy"].name).exists()
+
+
+_WITHOUT_DEVICE_CONSTRUCTORS = """
+import json, sys, types
+import torch, torch.utils._device as real
+# A torch without it, for importers; torch's own DeviceContext keeps its module's globals.
+proxy = types.ModuleType(real.__name__)
+vars(proxy).update({k: v for k, v in vars(real).items() if k != "_device_constructors"})
+sys.modules[real.__name__] = torch.utils._device = proxy
+sys.path.insert(0, sys.argv[1])
+import hubconf, wsl_images
+from wsl_images import models
+hub = torch.hub.load(sys.argv[1], "resnet18_ssl", source="local", pretrained=False)
+model = wsl_images.get_model("resnet18_ssl", checkpoint_path=sys.argv[2])
+state = torch.load(sys.argv[2], weights_only=True)
+print(json.dumps({
+    "skeleton": type(models._meta_skeleton()).__name__,
+    "hub": type(hub).__name__,
+    "meta": sorted({str(p.device) for p in model.parameters()}),
+    "equal": all(torch.equal(model.state_dict()[k], v) for k, v in state.items()),
+}))
+"""
+
+
+def test_models_build_without_torchs_private_device_constructors(
+    tmp_path: Path, state18: dict[str, torch.Tensor]
+) -> None:
+    """torch.utils._device._device_constructors is private: without it the package imports,
+    hubconf loads and models load, built under torch.device("meta") instead."""
+    checkpoint = tmp_path / "r18.pth"
+    torch.save(state18, checkpoint)
+    proc = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_DEVICE_CONSTRUCTORS, str(REPO), str(checkpoint)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    facts = json.loads(proc.stdout)
+    assert facts == {"skeleton": "ExitStack", "hub": "ResNet", "meta": ["cpu"], "equal": True}

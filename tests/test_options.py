@@ -130,7 +130,7 @@ def test_half_precision_load_holds_no_float32_copy(tmp_path: Path) -> None:
     torch.save(random_state_dict("resnet50_ssl"), checkpoint)
     probe = REPO / "tests" / "memory_probe.py"
     proc = subprocess.run(
-        [sys.executable, str(probe), str(checkpoint), "resnet50_ssl", "float16"],
+        [sys.executable, str(probe), str(checkpoint), "resnet50_ssl", "float16", "mmap"],
         cwd=REPO,
         capture_output=True,
         text=True,

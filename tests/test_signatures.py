@@ -36,7 +36,7 @@ def test_docstrings_list_every_keyword() -> None:
     names = [k.name for k in docs.KEYWORDS]
     assert names[:5] == ["pretrained", "progress", "num_classes", "checkpoint_path", "check_hash"]
     assert set(names[5:]) == {
-        "cache_dir", "features_only", "out_indices", "in_chans", "dtype", "device"
+        "mmap", "cache_dir", "features_only", "out_indices", "in_chans", "dtype", "device"
     }  # fmt: skip
     for name, fn in entrypoints().items():
         assert fn is getattr(wsl_images, name)

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from .devices import resolve_device
 from .errors import DistributedTimeoutError, InvalidInputError
 from .placement import gpu_for_rank
 
@@ -202,21 +203,6 @@ def wait_timeout() -> timedelta:
         msg = f"{TIMEOUT_ENV}={text!r} is not a number of seconds: set it to e.g. 14400 (4 h)."
         raise InvalidInputError(msg)
     return timedelta(seconds=seconds)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device`` as a torch.device; None or "auto" is CUDA when present, else the CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        result = torch.device(device)
-    except RuntimeError as exc:
-        msg = f"Unknown device {device!r}: use auto, cpu, cuda or cuda:N."
-        raise InvalidInputError(msg) from exc
-    if result.type == "cuda" and not torch.cuda.is_available():
-        msg = f"Device {str(device)!r} requested but CUDA is not available: use --device cpu."
-        raise InvalidInputError(msg)
-    return result
 
 
 def init_from_env(device_hint: str | None = None, *, timeout: timedelta | None = None) -> Context:

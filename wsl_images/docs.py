@@ -44,6 +44,12 @@ KEYWORDS: tuple[Keyword, ...] = (
     ),
     Keyword("check_hash", "bool", "True", "verify the sha256 prefix carried by the file name."),
     Keyword(
+        "mmap", "bool", "False",
+        "memory-map a local checkpoint_path file instead of reading it (faster, less memory; "
+        "like torch.load(mmap=True), saving the file again in place then changes the loaded "
+        "weights). Downloaded files are always mapped.",
+    ),
+    Keyword(
         "cache_dir", "str | os.PathLike[str] | None", "None",
         "download cache folder (default: $WSL_IMAGES_CACHE, else torch.hub's checkpoints).",
     ),
@@ -65,7 +71,8 @@ KEYWORDS: tuple[Keyword, ...] = (
     ),
     Keyword(
         "device", "str | torch.device | None", "None",
-        "device the weights are put on while loading (None: CPU).",
+        "device the weights are put on while loading (None: CPU; 'auto': CUDA when present); "
+        "one this machine lacks is an InvalidInputError naming what it has.",
     ),
 )  # fmt: skip
 

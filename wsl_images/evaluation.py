@@ -108,6 +108,7 @@ def evaluate(
     *,
     checkpoint_path: str | os.PathLike[str] | None = None,
     check_hash: bool = True,
+    mmap: bool = False,
     batch_size: int | None = None,
     workers: int | None = None,
     device: str | torch.device | None = None,
@@ -127,6 +128,7 @@ def evaluate(
     ``context``: under torchrun, ``wsl_images.distributed.init_from_env()`` (each rank scores a
     share; every rank gets the result). Raises ``InvalidInputError`` for an unknown layout,
     ``ImageDecodeError`` if no image could be read.
+    ``mmap``: map a local ``checkpoint_path`` file instead of reading it (see ``get_model``).
     """
     start = time.perf_counter()
     get_weights(name)  # an unknown name fails before a long folder scan
@@ -139,6 +141,7 @@ def evaluate(
             name,
             checkpoint_path=checkpoint_path,
             check_hash=check_hash,
+            mmap=mmap,
             device=where,
             batch_size=batch_size or default_batch_size(where),
             workers=workers,

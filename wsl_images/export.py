@@ -76,6 +76,7 @@ def export_model(
     format: Format = "onnx",
     checkpoint_path: str | os.PathLike[str] | None = None,
     check_hash: bool = True,
+    mmap: bool = False,
     num_classes: int = 1000,
     dynamic_batch: bool = True,
     image_size: int = 224,
@@ -91,6 +92,7 @@ def export_model(
     ONNX model accepts any batch size, checked with two it was not traced with; ``False``: it
     takes batches of exactly 1. TorchScript always accepts any batch. ``check_hash``: False
     loads a ``checkpoint_path`` URL whose name only looks hashed (``ckpt-epoch-10.pth``).
+    ``mmap``: map a local ``checkpoint_path`` file instead of reading it (see ``get_model``).
     """
     import torch
 
@@ -109,6 +111,7 @@ def export_model(
         name,
         checkpoint_path=checkpoint_path,
         check_hash=check_hash,
+        mmap=mmap,
         num_classes=num_classes,
         progress=progress,
     ).eval()

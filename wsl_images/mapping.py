@@ -39,7 +39,10 @@ def map_file(path: Path, size: int) -> torch.UntypedStorage:
 
 
 def _populate(mapping: torch.UntypedStorage) -> None:
-    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    try:  # the C library's madvise; a libc without it (or no libc to open) maps nothing ahead
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return
     madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     start = mapping.data_ptr()
     aligned = start - start % mmap.PAGESIZE  # mmap returns whole pages: already aligned

@@ -7,14 +7,15 @@ list them from :data:`wsl_images.docs.KEYWORDS`); overloads make the return type
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast, overload
 
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._device import _device_constructors
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from .channels import RGB, input_conv
@@ -29,6 +30,20 @@ __all__ = ["Entrypoint", "build_model", "entrypoints", "get_model"]
 _BLOCKS = {"BasicBlock": BasicBlock, "Bottleneck": Bottleneck}
 _IMAGENET_CLASSES = 1000
 PathLike = str | os.PathLike[str]
+log = logging.getLogger(__name__)
+
+
+def _meta_constructors() -> frozenset[Callable[..., Any]] | None:
+    """What ``torch.device("meta")`` places on meta: torch's private list, or None if this
+    torch has it no more (models are then built under ``torch.device("meta")`` itself, a
+    little slower)."""
+    try:
+        from torch.utils._device import _device_constructors
+
+        return frozenset(_device_constructors())
+    except Exception as exc:  # any change of a private API: the public way
+        log.debug("torch.utils._device._device_constructors unusable (%s)", exc)
+        return None
 
 
 def build_model(
@@ -76,7 +91,7 @@ class _MetaSkeleton(TorchFunctionMode):
             torch.nn.init.uniform_,
         }
     )
-    _CONSTRUCTORS = _device_constructors()  # what torch.device("meta") places on meta
+    _CONSTRUCTORS = _meta_constructors()
 
     def __torch_function__(
         self,
@@ -88,9 +103,19 @@ class _MetaSkeleton(TorchFunctionMode):
         kwargs = kwargs or {}
         if func in self._INIT and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
             return args[0]
-        if func in self._CONSTRUCTORS and kwargs.get("device") is None:
+        if self._CONSTRUCTORS and func in self._CONSTRUCTORS and kwargs.get("device") is None:
             kwargs["device"] = "meta"
         return func(*args, **kwargs)
+
+
+def _meta_skeleton() -> contextlib.AbstractContextManager[Any]:
+    """The context a model is built in, on meta, without init."""
+    if _MetaSkeleton._CONSTRUCTORS:
+        return _MetaSkeleton()
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.device("meta"))  # outer: the mode skips init on what it makes
+    stack.enter_context(_MetaSkeleton())
+    return stack
 
 
 def checkpoint_file(
@@ -102,7 +127,8 @@ def checkpoint_file(
     cache_dir: PathLike | None = None,
 ) -> tuple[Path, bool]:
     """The file to load, and whether it is the cache's: the verified cached file for the model
-    or a URL, or a local ``checkpoint_path`` as it is (read in place, never copied)."""
+    or a URL, or a local ``checkpoint_path`` as it is (loaded from where it lies, never copied
+    into the cache)."""
     text = None if checkpoint_path is None else os.fspath(checkpoint_path)
     if text is not None and not text.startswith(("http://", "https://")):
         path = Path(text).expanduser()
@@ -124,7 +150,7 @@ def checkpoint_file(
 @overload
 def get_model(
     name: str, *, pretrained: bool = ..., progress: bool = ..., num_classes: int = ...,
-    checkpoint_path: PathLike | None = ..., check_hash: bool = ...,
+    checkpoint_path: PathLike | None = ..., check_hash: bool = ..., mmap: bool = ...,
     cache_dir: PathLike | None = ..., features_only: Literal[False] = ...,
     out_indices: None = ..., in_chans: int = ...,
     dtype: torch.dtype | None = ..., device: str | torch.device | None = ..., **kwargs: Any,
@@ -132,7 +158,7 @@ def get_model(
 @overload
 def get_model(
     name: str, *, pretrained: bool = ..., progress: bool = ..., num_classes: int = ...,
-    checkpoint_path: PathLike | None = ..., check_hash: bool = ...,
+    checkpoint_path: PathLike | None = ..., check_hash: bool = ..., mmap: bool = ...,
     cache_dir: PathLike | None = ..., features_only: Literal[True],
     out_indices: Sequence[int] | None = ..., in_chans: int = ...,
     dtype: torch.dtype | None = ..., device: str | torch.device | None = ..., **kwargs: Any,
@@ -140,7 +166,7 @@ def get_model(
 @overload
 def get_model(  # a features_only flag known only at run time
     name: str, *, pretrained: bool = ..., progress: bool = ..., num_classes: int = ...,
-    checkpoint_path: PathLike | None = ..., check_hash: bool = ...,
+    checkpoint_path: PathLike | None = ..., check_hash: bool = ..., mmap: bool = ...,
     cache_dir: PathLike | None = ..., features_only: bool,
     out_indices: Sequence[int] | None = ..., in_chans: int = ...,
     dtype: torch.dtype | None = ..., device: str | torch.device | None = ..., **kwargs: Any,
@@ -154,6 +180,7 @@ def get_model(
     num_classes: int = 1000,
     checkpoint_path: str | os.PathLike[str] | None = None,
     check_hash: bool = True,
+    mmap: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
@@ -166,6 +193,11 @@ def get_model(
 
     ``checkpoint_path`` (a local file or an http(s) URL) loads that state dict instead of the
     registered file, whatever ``pretrained`` says; ``**kwargs`` go to torchvision's ResNet.
+    A local file is read into memory; with ``mmap=True`` its tensors are memory-mapped views
+    of the file instead (faster, less memory), as with ``torch.load(mmap=True)``: then saving
+    the file again in place (``torch.save`` truncates and rewrites it) changes the live
+    model's weights, and using them while the file is short kills the process (SIGBUS).
+    Downloaded files (the cache's) are always mapped: the cache replaces them only by rename.
     Every keyword is described in the entrypoints' docstrings (``torch.hub.help``).
     """
     weights = get_weights(name)
@@ -193,7 +225,7 @@ def get_model(
         cache_dir=cache_dir,
     )
     source = str(checkpoint_path or path)
-    model = _load(weights, path, cached, opts, num_classes, source, kwargs)
+    model = _load(weights, path, cached, mmap, opts, num_classes, source, kwargs)
     return opts.finish(model)
 
 
@@ -201,20 +233,24 @@ def _load(
     weights: Weights,
     path: Path,
     cached: bool,
+    mmap: bool,
     opts: ModelOptions,
     num_classes: int,
     source: str,
     kwargs: dict[str, Any],
 ) -> ResNet:
     """The ResNet of ``weights.arch`` holding the state dict in ``path`` (``cached``: a file of
-    the cache, which keeps its layout)."""
+    the cache, mapped, which keeps its layout; else the user's, read unless ``mmap``)."""
     from . import loading  # only when weights are loaded
 
-    state = loading.read_cached_state_dict(path) if cached else loading.read_state_dict(path)
+    if cached:
+        state = loading.read_cached_state_dict(path)
+    else:
+        state = loading.read_state_dict(path, mmap=mmap)
     opts.adapt_state(state)
     # Built on the meta device: no memory allocated and no random init that would be discarded;
     # assign=True then makes the loaded (memory-mapped) tensors the parameters themselves.
-    with _MetaSkeleton():
+    with _meta_skeleton():
         model = build_model(weights.arch, num_classes=num_classes, in_chans=opts.in_chans, **kwargs)
     fc = state.get("fc.weight")
     new_head = num_classes != _IMAGENET_CLASSES and (fc is None or fc.shape[0] != num_classes)
@@ -233,7 +269,7 @@ class Entrypoint(Protocol):
     @overload
     def __call__(
         self, *, pretrained: bool = ..., progress: bool = ..., num_classes: int = ...,
-        checkpoint_path: PathLike | None = ..., check_hash: bool = ...,
+        checkpoint_path: PathLike | None = ..., check_hash: bool = ..., mmap: bool = ...,
         cache_dir: PathLike | None = ..., features_only: Literal[False] = ...,
         out_indices: None = ..., in_chans: int = ..., dtype: torch.dtype | None = ...,
         device: str | torch.device | None = ..., **kwargs: Any,
@@ -241,7 +277,7 @@ class Entrypoint(Protocol):
     @overload
     def __call__(
         self, *, pretrained: bool = ..., progress: bool = ..., num_classes: int = ...,
-        checkpoint_path: PathLike | None = ..., check_hash: bool = ...,
+        checkpoint_path: PathLike | None = ..., check_hash: bool = ..., mmap: bool = ...,
         cache_dir: PathLike | None = ..., features_only: Literal[True],
         out_indices: Sequence[int] | None = ..., in_chans: int = ...,
         dtype: torch.dtype | None = ..., device: str | torch.device | None = ..., **kwargs: Any,
@@ -249,7 +285,7 @@ class Entrypoint(Protocol):
     @overload
     def __call__(
         self, *, pretrained: bool = ..., progress: bool = ..., num_classes: int = ...,
-        checkpoint_path: PathLike | None = ..., check_hash: bool = ...,
+        checkpoint_path: PathLike | None = ..., check_hash: bool = ..., mmap: bool = ...,
         cache_dir: PathLike | None = ..., features_only: bool,
         out_indices: Sequence[int] | None = ..., in_chans: int = ...,
         dtype: torch.dtype | None = ..., device: str | torch.device | None = ..., **kwargs: Any,
@@ -265,6 +301,7 @@ def _make_entrypoint(name: str) -> Entrypoint:
         num_classes: int = 1000,
         checkpoint_path: str | os.PathLike[str] | None = None,
         check_hash: bool = True,
+        mmap: bool = False,
         cache_dir: str | os.PathLike[str] | None = None,
         features_only: bool = False,
         out_indices: Sequence[int] | None = None,
@@ -280,6 +317,7 @@ def _make_entrypoint(name: str) -> Entrypoint:
             num_classes=num_classes,
             checkpoint_path=checkpoint_path,
             check_hash=check_hash,
+            mmap=mmap,
             cache_dir=cache_dir,
             features_only=features_only,
             out_indices=out_indices,

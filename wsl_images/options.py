@@ -10,6 +10,7 @@ import torch
 from torchvision.models.resnet import ResNet
 
 from .channels import RGB, adapt_input_conv, check_in_chans
+from .devices import resolve_device
 from .errors import InvalidInputError
 from .features import DEFAULT_OUT_INDICES, FeatureExtractor, normalize_indices
 
@@ -47,7 +48,9 @@ class ModelOptions:
             ),
             in_chans=check_in_chans(in_chans),
             dtype=_check_dtype(dtype),
-            device=torch.device(device) if device is not None else None,
+            # Checked here, so a missing GPU is named before any file is read, not deep inside
+            # the load (torch's own "Found no NVIDIA driver").
+            device=resolve_device(device) if device is not None else None,
         )
 
     def adapt_state(self, state: dict[str, torch.Tensor]) -> None:

@@ -81,6 +81,8 @@ class Classifier:
     ``check_hash``: a downloaded file must match the sha256 prefix in its name (torch.hub's
     rule: the part after the last '-'); False for a URL whose name only looks hashed
     (``ckpt-epoch-10.pth``) and whose source you trust.
+    ``mmap``: map a local ``checkpoint_path`` file instead of reading it (see ``get_model``:
+    then saving that file again in place changes the weights this classifier uses).
     ``device``: None/"auto" (CUDA when present), "cpu", "cuda:1"... ``batch_size``: images per
     forward. ``workers``: DataLoader processes that decode (None: 1 per 4 cores for a CPU model,
     up to 8 for a GPU; 0: decode in this process). ``autocast``: "bfloat16"/"float16" run the
@@ -100,6 +102,7 @@ class Classifier:
         *,
         checkpoint_path: str | os.PathLike[str] | None = None,
         check_hash: bool = True,
+        mmap: bool = False,
         device: str | torch.device | None = None,
         batch_size: int = 32,
         workers: int | None = None,
@@ -136,6 +139,7 @@ class Classifier:
             self.name,
             checkpoint_path=checkpoint_path,
             check_hash=check_hash,
+            mmap=mmap,
             progress=progress,
             cache_dir=cache_dir,
         )
