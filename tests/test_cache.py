@@ -7,6 +7,7 @@ import email.utils
 import hashlib
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -536,8 +537,69 @@ def test_progress_is_silent_without_a_terminal(
 def test_transfer_options_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in {"TIMEOUT": "3", "RETRIES": "2", "BACKOFF": "0.5", "STALL": "9"}.items():
         monkeypatch.setenv(f"WSL_IMAGES_{key}", value)
-    monkeypatch.setenv("WSL_IMAGES_PARTS", "0")
+    monkeypatch.setenv("WSL_IMAGES_PARTS", "1")
     monkeypatch.setenv("WSL_IMAGES_PART_SIZE", "0.5")
     opts = TransferOptions.from_env()
     assert (opts.connect_timeout, opts.read_timeout, opts.retries) == (3.0, 3.0, 2)
     assert (opts.backoff, opts.stall_timeout, opts.parts, opts.part_size) == (0.5, 9.0, 1, 1 << 19)
+    monkeypatch.setenv("WSL_IMAGES_RETRIES", "0")  # no retries at all is a valid choice
+    monkeypatch.setenv("WSL_IMAGES_BACKOFF", "0")
+    assert (TransferOptions.from_env().retries, TransferOptions.from_env().backoff) == (0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "takes"),
+    [
+        ("WSL_IMAGES_PARTS", "abc", "a whole number of connections, 1 or more"),
+        ("WSL_IMAGES_PARTS", "0", "a whole number of connections, 1 or more"),
+        ("WSL_IMAGES_PARTS", "2.5", "a whole number of connections, 1 or more"),
+        ("WSL_IMAGES_RETRIES", "x", "a whole number, 0 or more"),
+        ("WSL_IMAGES_RETRIES", "-1", "a whole number, 0 or more"),
+        ("WSL_IMAGES_TIMEOUT", "-1", "a number of seconds above 0"),
+        ("WSL_IMAGES_TIMEOUT", "0", "a number of seconds above 0"),
+        ("WSL_IMAGES_TIMEOUT", "nan", "a number of seconds above 0"),
+        ("WSL_IMAGES_BACKOFF", "soon", "a number of seconds, 0 or more"),
+        ("WSL_IMAGES_STALL", "-5", "a number of seconds above 0"),
+        ("WSL_IMAGES_PART_SIZE", "16M", "a size in MiB above 0"),
+        ("WSL_IMAGES_PART_SIZE", "inf", "a size in MiB above 0"),
+    ],
+)
+def test_a_bad_knob_names_the_variable_its_value_and_what_it_takes(
+    variable: str,
+    value: str,
+    takes: str,
+    server: FaultServer,
+    blob: Path,
+    isolated_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    expected = rf"{variable}='{re.escape(value)}' is not valid: it takes {re.escape(takes)}"
+    with pytest.raises(InvalidInputError, match=expected):
+        TransferOptions.from_env()
+    # The same error from a download, before anything is fetched or written.
+    with pytest.raises(InvalidInputError, match=expected):
+        cache.download_url(f"{server.url}/{blob.name}", progress=False)
+    assert sum(server.requests.values()) == 0 and not isolated_cache.exists()
+
+
+@pytest.mark.parametrize("variable", ["WSL_IMAGES_OFFLINE", "WSL_IMAGES_NO_LOCK"])
+def test_a_switch_takes_on_or_off_and_nothing_else(
+    variable: str, server: FaultServer, blob: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, "ture")  # a typo must not quietly mean "off"
+    with pytest.raises(InvalidInputError, match=rf"{variable}='ture' is not valid: it takes 1"):
+        _get(server, blob.name)
+    assert sum(server.requests.values()) == 0
+    for off in ("0", "off", "No", ""):
+        monkeypatch.setenv(variable, off)
+        _get(server, blob.name)
+    monkeypatch.setenv("WSL_IMAGES_OFFLINE", "On")
+    with pytest.raises(OfflineError):
+        _get(server, "nohash.bin")
+
+
+def test_a_mirror_that_is_not_a_url_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WSL_IMAGES_MIRROR", "mirror.example/models")
+    with pytest.raises(InvalidInputError, match=r"WSL_IMAGES_MIRROR='mirror.example/models'.*http"):
+        cache.download("resnet18_ssl", progress=False)

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ..errors import InvalidInputError
+from ._env import env_flag
 
 __all__ = [
     "DERIVED",
@@ -58,8 +59,9 @@ def get_cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
 
 
 def is_offline() -> bool:
-    """True when ``WSL_IMAGES_OFFLINE`` asks never to open a network connection."""
-    return os.environ.get("WSL_IMAGES_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    """True when ``WSL_IMAGES_OFFLINE`` asks never to open a network connection (a value that
+    is neither on nor off raises: a typo must not quietly mean "online")."""
+    return env_flag("WSL_IMAGES_OFFLINE")
 
 
 def filename_from_url(url: str) -> str:

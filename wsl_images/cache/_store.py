@@ -22,6 +22,7 @@ from ..atomic import atomic_file, cleanup_stale
 from ..errors import (
     DownloadError,
     HashMismatchError,
+    InvalidInputError,
     MissingDependencyError,
     OfflineError,
     UnreachableError,
@@ -52,8 +53,15 @@ def resolve_url(name_or_url: str) -> str:
     if name_or_url.startswith(("http://", "https://")):
         return name_or_url
     weights = get_weights(name_or_url)
-    mirror = os.environ.get("WSL_IMAGES_MIRROR")
+    mirror = os.environ.get("WSL_IMAGES_MIRROR", "").strip()
     if mirror:
+        if not mirror.startswith(("http://", "https://")):
+            msg = (
+                f"Environment variable WSL_IMAGES_MIRROR={mirror!r} is not valid: it takes the "
+                "base URL of a mirror (http:// or https://, e.g. https://mirror.example/models). "
+                "Fix it or unset it."
+            )
+            raise InvalidInputError(msg)
         return mirror.rstrip("/") + "/" + weights.filename
     return weights.url
 
@@ -146,6 +154,7 @@ def _obtain(
         )
         raise OfflineError(msg)
     _require_download_packages(filename, folder)
+    opts = options or TransferOptions.from_env()  # a bad knob fails before anything is touched
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -157,7 +166,7 @@ def _obtain(
             return target, sha
         cleanup_stale(folder)
         try:
-            sha = _fetch(url, target, expected, progress, options or TransferOptions.from_env())
+            sha = _fetch(url, target, expected, progress, opts)
         except UnreachableError as exc:
             host = urlsplit(url).hostname or url
             msg = (
