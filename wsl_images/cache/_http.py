@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import errno
+import http.client
 import logging
 import random
 import re
@@ -25,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from ..errors import DownloadError, UnreachableError
@@ -251,14 +252,20 @@ def stream_body(
     import requests
     import urllib3
 
+    read1 = _read1(resp.raw)
     got = window = 0
     window_start = time.monotonic()
     while True:
         if abort is not None and abort.is_set():
             raise AbortedError
         try:
-            data = resp.raw.read1(_READ)
-        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+            data = read1(_READ)
+        except (
+            urllib3.exceptions.HTTPError,
+            requests.RequestException,
+            http.client.HTTPException,  # urllib3 1.x: http.client's IncompleteRead, unwrapped
+            OSError,
+        ) as exc:
             if expected is not None:
                 msg = f"body shorter than announced: {got} of {expected} bytes, then {exc}"
             else:
@@ -282,6 +289,24 @@ def stream_body(
     if expected is not None and got < expected:
         raise RetriableError(f"body shorter than announced: {got} of {expected} bytes")
     return True
+
+
+def _read1(raw: Any) -> Callable[[int], bytes]:
+    """The body's reader that returns what one receive gave (at most ``n`` bytes).
+
+    urllib3 2 has ``read1``; urllib3 1.x (which ``requests>=2.28`` allows) has not, but the
+    ``http.client`` response it wraps (``_fp``) has, with the same meaning: requests asks urllib3
+    for the raw bytes (no decoding), so reading below it gives the same bytes. A plain
+    ``read(n)`` would block until ``n`` bytes arrive, and the stall watchdog could not see a
+    trickle. Chosen once per response, so the urllib3 2 path is unchanged.
+    """
+    read1 = getattr(raw, "read1", None)
+    if read1 is not None:
+        return read1  # type: ignore[no-any-return]
+    fp = getattr(raw, "_fp", None)
+    if fp is not None and hasattr(fp, "read1"):
+        return fp.read1  # type: ignore[no-any-return]
+    return raw.read  # type: ignore[no-any-return]  # neither: whole reads (a coarser watchdog)
 
 
 def retrying(
