@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from faultserver import Faults, FaultServer
 
 from wsl_images import atomic, cache
-from wsl_images.cache import TransferOptions, _http, _records, _transfer
+from wsl_images.cache import TransferOptions, _hasher, _http, _records, _transfer
 from wsl_images.errors import (
     DownloadError,
     HashMismatchError,
@@ -603,3 +604,69 @@ def test_a_mirror_that_is_not_a_url_is_named(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("WSL_IMAGES_MIRROR", "mirror.example/models")
     with pytest.raises(InvalidInputError, match=r"WSL_IMAGES_MIRROR='mirror.example/models'.*http"):
         cache.download("resnet18_ssl", progress=False)
+
+
+def test_a_failed_download_leaves_no_write_back_thread_behind(
+    server: FaultServer, blob: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Write-back every 64 KiB, each taking a while: one is running when the download fails.
+    monkeypatch.setattr(_hasher, "_SYNC_EVERY", 64 << 10)
+    monkeypatch.setattr(_hasher, "_WAKE", 64 << 10)
+    synced: list[tuple[int, bool]] = []
+    threads: list[threading.Thread] = []
+
+    def slow_sync(fd: int) -> None:
+        threads.append(threading.current_thread())
+        time.sleep(0.5)
+        try:
+            still_open = os.fstat(fd).st_size >= 0
+        except OSError:
+            still_open = False
+        synced.append((fd, still_open))
+
+    monkeypatch.setattr(_hasher.os, "fdatasync", slow_sync)
+    server.faults[blob.name] = Faults(drop_at=SIZE // 2, drop_times=100)
+    with pytest.raises(DownloadError, match="failed after 1 retries"):
+        _get(server, blob.name, options=dataclasses.replace(OPTS, retries=1))
+    assert threads and not any(t.is_alive() for t in threads)  # joined before fd was closed
+    assert synced and all(still_open for _, still_open in synced)
+    _assert_clean(isolated_cache)
+
+
+@pytest.fixture
+def sessions(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[int]]:
+    """Every requests.Session made, and every one closed (by id)."""
+    import requests
+
+    seen: dict[str, list[int]] = {"made": [], "closed": []}
+    init, close = requests.Session.__init__, requests.Session.close
+
+    def spy_init(self: requests.Session) -> None:
+        seen["made"].append(id(self))
+        init(self)
+
+    def spy_close(self: requests.Session) -> None:
+        seen["closed"].append(id(self))
+        close(self)
+
+    monkeypatch.setattr(requests.Session, "__init__", spy_init)
+    monkeypatch.setattr(requests.Session, "close", spy_close)
+    return seen
+
+
+def test_every_session_is_closed_after_success_and_failure(
+    sessions: dict[str, list[int]], server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    server.faults[blob.name] = Faults(rate=5e6)
+    _get(server, blob.name, options=PARALLEL)
+    assert len(sessions["made"]) == PARALLEL.parts  # the first connection and three helpers
+    assert sorted(sessions["closed"]) == sorted(sessions["made"])
+    cache.clear_cache()
+    server.faults[blob.name] = Faults(drop_at=SIZE // 2, drop_times=100, rate=5e6)
+    with pytest.raises(DownloadError, match="failed after"):
+        _get(server, blob.name, options=PARALLEL)
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        _get(server, "missing-12345678.bin")
+    assert len(sessions["made"]) > PARALLEL.parts + 1
+    assert sorted(sessions["closed"]) == sorted(sessions["made"])
+    _assert_clean(isolated_cache)

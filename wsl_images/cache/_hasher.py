@@ -9,6 +9,7 @@ little left to do.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -21,6 +22,7 @@ __all__ = ["PrefixHasher"]
 _READ = 8 << 20
 _WAKE = 4 << 20  # wait for this many new bytes (or the end) rather than waking for every write
 _SYNC_EVERY = 64 << 20
+_WRITE_BACK_THREAD = "wsl-images-write-back"
 
 
 class PrefixHasher:
@@ -67,12 +69,24 @@ class PrefixHasher:
                     self._start_write_back()
 
     def join(self) -> None:
-        """Wait for the last background write-back."""
+        """Wait for the last background write-back. Call it on every path, failures included:
+        the thread uses ``fd``, which the caller closes next (an fsync of a closed descriptor
+        fails with EBADF, or worse, syncs whatever file reused its number)."""
         if self.syncing is not None:
             self.syncing.join()
 
     def _start_write_back(self) -> None:
         """Flush written pages in the background, so the fsync before publishing is short."""
         if self.syncing is None or not self.syncing.is_alive():
-            self.syncing = threading.Thread(target=os.fdatasync, args=(self.fd,), daemon=True)
+            self.syncing = threading.Thread(
+                target=_write_back, args=(self.fd,), name=_WRITE_BACK_THREAD, daemon=True
+            )
             self.syncing.start()
+
+
+def _write_back(fd: int) -> None:
+    """fdatasync where there is one (Linux); fsync elsewhere (macOS and Windows lack it). Only
+    a head start for the fsync before publishing: a failure here is that fsync's to report."""
+    sync = getattr(os, "fdatasync", None) or os.fsync
+    with contextlib.suppress(OSError):
+        sync(fd)

@@ -67,26 +67,33 @@ class _RestartError(Exception):
 
 
 def fetch(url: str, fd: int, opts: TransferOptions, bar: Bar) -> str:
-    """Download ``url`` into ``fd`` (an empty file); return the sha256 hex digest."""
-    session = new_session()
-    resp = retrying(lambda: _probe(session, url, opts), url=url, opts=opts)
-    restarts = 0
-    while True:
-        try:
-            return _Transfer(url, fd, opts, bar, session).run(resp)
-        except _RestartError as restart:
-            # Each restart throws away what arrived: it counts against the retry budget.
-            restarts += 1
-            if restarts > opts.retries:
-                restart.response.close()
-                msg = (
-                    f"Download of {url!r} failed after {opts.retries} retries: the server ignores "
-                    f"Range requests, so each drop restarts the file; the last: {restart.cause}"
-                )
-                raise RetriesExhaustedError(msg) from restart
-            log.info("%s ignored a Range request: restarting from byte 0", url)
-            os.ftruncate(fd, 0)
-            resp = restart.response
+    """Download ``url`` into ``fd`` (an empty file); return the sha256 hex digest.
+
+    Every session, response and thread it opens is closed or joined when it returns or raises.
+    """
+    with new_session() as session:
+        resp = retrying(lambda: _probe(session, url, opts), url=url, opts=opts)
+        restarts = 0
+        while True:
+            try:
+                return _Transfer(url, fd, opts, bar, session).run(resp)
+            except _RestartError as restart:
+                # Each restart throws away what arrived: it counts against the retry budget.
+                restarts += 1
+                resp = restart.response
+                if restarts > opts.retries:
+                    resp.close()
+                    msg = (
+                        f"Download of {url!r} failed after {opts.retries} retries: the server "
+                        "ignores Range requests, so each drop restarts the file; the last: "
+                        f"{restart.cause}"
+                    )
+                    raise RetriesExhaustedError(msg) from restart
+                log.info("%s ignored a Range request: restarting from byte 0", url)
+                os.ftruncate(fd, 0)
+            except BaseException:
+                resp.close()  # unread if the failure came before a worker took it: close it
+                raise
 
 
 def _probe(session: requests.Session, url: str, opts: TransferOptions) -> requests.Response:
@@ -142,26 +149,24 @@ class _Transfer:
             return _EMPTY_SHA256
         workers = self.opts.parts if self.ranged else 1
         hasher = PrefixHasher(self.fd, self.plan.cond, self.plan.frontier, self.abort)
-        with ThreadPoolExecutor(workers + 1, thread_name_prefix="wsl-images-dl") as pool:
-            hashing = pool.submit(hasher.run)
-            futures = [pool.submit(self._worker, self.session, first, resp)]
-            try:
-                if workers > 1 and self._first_is_slow(futures):
-                    self.helpers = True
-                    futures += [
-                        pool.submit(self._worker, new_session(), None, None)
-                        for _ in range(workers - 1)
-                    ]
-                self._wait(futures)
-                with self.plan.cond:
-                    self._check_complete()
-                    hasher.finish()
-                digest = hashing.result()
-            except BaseException:  # a failure, or Ctrl-C: stop every thread, then report
-                self._stop()
-                raise
-        hasher.join()
-        return digest
+        try:
+            with ThreadPoolExecutor(workers + 1, thread_name_prefix="wsl-images-dl") as pool:
+                hashing = pool.submit(hasher.run)
+                futures = [pool.submit(self._worker, self.session, first, resp)]
+                try:
+                    if workers > 1 and self._first_is_slow(futures):
+                        self.helpers = True
+                        futures += [pool.submit(self._helper) for _ in range(workers - 1)]
+                    self._wait(futures)
+                    with self.plan.cond:
+                        self._check_complete()
+                        hasher.finish()
+                    return hashing.result()
+                except BaseException:  # a failure, or Ctrl-C: stop every thread, then report
+                    self._stop()
+                    raise
+        finally:
+            hasher.join()  # its write-back uses fd, which our caller closes next
 
     def _size(self, resp: requests.Response) -> int | None:
         """The file's size from the first response (None: not announced)."""
@@ -228,6 +233,11 @@ class _Transfer:
         self.abort.set()
         with self.plan.cond:
             self.plan.cond.notify_all()
+
+    def _helper(self) -> None:
+        """A connection opened beside the first: a session of its own, closed at its end."""
+        with new_session() as session:
+            self._worker(session, None, None)
 
     def _worker(
         self, session: requests.Session, piece: Piece | None, resp: requests.Response | None
