@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -19,7 +20,7 @@ import pytest
 from faultserver import Faults, FaultServer
 
 from wsl_images import atomic, cache
-from wsl_images.cache import TransferOptions, _hasher, _http, _records, _transfer
+from wsl_images.cache import TransferOptions, _fileio, _hasher, _http, _records, _transfer
 from wsl_images.errors import (
     DownloadError,
     HashMismatchError,
@@ -491,10 +492,10 @@ def test_disk_full_leaves_the_cache_as_it_was(
     isolated_cache.mkdir()
     (isolated_cache / "other.pth").write_bytes(b"x")
 
-    def full(fd: int, data: bytes, offset: int) -> None:
+    def full(self: object, data: memoryview, offset: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(_transfer, "pwrite_all", full)
+    monkeypatch.setattr(_fileio.PositionalFile, "write_at", full)
     with pytest.raises(DownloadError, match=r"No space left in .*partial download was removed"):
         _get(server, blob.name)
     assert sorted(p.name for p in isolated_cache.iterdir()) == [".wsl-images", "other.pth"]
@@ -503,10 +504,9 @@ def test_disk_full_leaves_the_cache_as_it_was(
 def test_free_space_is_checked_before_downloading(
     server: FaultServer, blob: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    class Tiny:
-        f_bavail, f_frsize = 10, 1
-
-    monkeypatch.setattr(_transfer.os, "fstatvfs", lambda fd: Tiny())
+    monkeypatch.setattr(
+        _transfer.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10, 0, 10)
+    )
     with pytest.raises(DownloadError, match=rf"No space left .*{SIZE} bytes needed, 10 free"):
         _get(server, blob.name)
     assert server.requests[blob.name] == 1  # the first response was closed unread

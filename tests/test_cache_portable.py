@@ -45,7 +45,7 @@ OPTS = TransferOptions(
 )
 PARALLEL = dataclasses.replace(OPTS, ramp_s=0)
 SIZE = 5 * PART + 1234
-PLATFORMS = ["native", "urllib3-1"]
+PLATFORMS = ["native", "urllib3-1", "no-positional-io"]
 
 
 def _no_read1(self: object) -> None:

@@ -15,6 +15,7 @@ import os
 import threading
 from collections.abc import Callable
 
+from ._fileio import PositionalFile
 from ._http import AbortedError
 
 __all__ = ["PrefixHasher"]
@@ -26,17 +27,17 @@ _WRITE_BACK_THREAD = "wsl-images-write-back"
 
 
 class PrefixHasher:
-    """Hashes ``fd`` as ``frontier()`` (bytes written from the start, read with ``cond`` held,
+    """Hashes ``file`` as ``frontier()`` (bytes written from the start, read with ``cond`` held,
     which writers notify) grows; :meth:`run` returns the hex digest."""
 
     def __init__(
         self,
-        fd: int,
+        file: PositionalFile,
         cond: threading.Condition,
         frontier: Callable[[], int],
         abort: threading.Event,
     ) -> None:
-        self.fd, self.cond, self.frontier, self.abort = fd, cond, frontier, abort
+        self.file, self.cond, self.frontier, self.abort = file, cond, frontier, abort
         self.finished = False  # set (with cond held) once every byte is in
         self.syncing: threading.Thread | None = None
 
@@ -62,7 +63,10 @@ class PrefixHasher:
                 if self.finished and frontier == hashed:
                     return digest.hexdigest()
             while hashed < frontier:
-                n = os.preadv(self.fd, [view[: min(_READ, frontier - hashed)]], hashed)
+                n = self.file.read_into(view[: min(_READ, frontier - hashed)], hashed)
+                if n == 0:  # pragma: no cover - the file is shorter than what was written
+                    msg = f"{self.file.path} ended at byte {hashed}, before {frontier}"
+                    raise OSError(msg)
                 digest.update(view[:n])
                 hashed += n
                 if hashed % _SYNC_EVERY < n:
@@ -70,8 +74,8 @@ class PrefixHasher:
 
     def join(self) -> None:
         """Wait for the last background write-back. Call it on every path, failures included:
-        the thread uses ``fd``, which the caller closes next (an fsync of a closed descriptor
-        fails with EBADF, or worse, syncs whatever file reused its number)."""
+        the thread uses the file's descriptor, which the caller closes next (an fsync of a
+        closed descriptor fails with EBADF, or worse, syncs whatever file reused its number)."""
         if self.syncing is not None:
             self.syncing.join()
 
@@ -79,7 +83,7 @@ class PrefixHasher:
         """Flush written pages in the background, so the fsync before publishing is short."""
         if self.syncing is None or not self.syncing.is_alive():
             self.syncing = threading.Thread(
-                target=_write_back, args=(self.fd,), name=_WRITE_BACK_THREAD, daemon=True
+                target=_write_back, args=(self.file.fd,), name=_WRITE_BACK_THREAD, daemon=True
             )
             self.syncing.start()
 

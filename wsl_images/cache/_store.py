@@ -254,7 +254,7 @@ def _fetch(
             with tqdm(
                 unit="B", unit_scale=True, unit_divisor=1024, desc=target.name, disable=not show
             ) as bar:
-                actual = fetch(url, tmp.fd, opts, bar)
+                actual = fetch(url, tmp.path, tmp.fd, opts, bar)
             if expected is not None and not actual.startswith(expected):
                 msg = (
                     f"SHA256 of the file downloaded from {url!r} does not match its name: "

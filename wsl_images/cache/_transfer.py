@@ -18,12 +18,15 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import threading
 import time
 from collections import deque
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from ._fileio import PositionalFile
 from ._hasher import PrefixHasher
 from ._http import (
     AbortedError,
@@ -41,7 +44,7 @@ from ._pieces import Piece, Plan
 if TYPE_CHECKING:
     import requests
 
-__all__ = ["Bar", "fetch"]
+__all__ = ["Bar", "fetch", "reserve"]
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +69,18 @@ class _RestartError(Exception):
         self.response, self.cause = response, cause
 
 
-def fetch(url: str, fd: int, opts: TransferOptions, bar: Bar) -> str:
-    """Download ``url`` into ``fd`` (an empty file); return the sha256 hex digest.
+def fetch(url: str, path: Path, fd: int, opts: TransferOptions, bar: Bar) -> str:
+    """Download ``url`` into ``path``, an empty file open as ``fd``; return the sha256 hex digest.
 
-    Every session, response and thread it opens is closed or joined when it returns or raises.
+    Every session, response, handle and thread it opens is closed or joined when it returns or
+    raises.
     """
-    with new_session() as session:
+    with new_session() as session, PositionalFile(path, fd) as file:
         resp = retrying(lambda: _probe(session, url, opts), url=url, opts=opts)
         restarts = 0
         while True:
             try:
-                return _Transfer(url, fd, opts, bar, session).run(resp)
+                return _Transfer(url, file, opts, bar, session).run(resp)
             except _RestartError as restart:
                 # Each restart throws away what arrived: it counts against the retry budget.
                 restarts += 1
@@ -112,9 +116,14 @@ class _Transfer:
     """One attempt at the whole file, from a first response at byte 0."""
 
     def __init__(
-        self, url: str, fd: int, opts: TransferOptions, bar: Bar, session: requests.Session
+        self,
+        url: str,
+        file: PositionalFile,
+        opts: TransferOptions,
+        bar: Bar,
+        session: requests.Session,
     ) -> None:
-        self.url, self.fd, self.opts, self.bar, self.session = url, fd, opts, bar, session
+        self.url, self.file, self.opts, self.bar, self.session = url, file, opts, bar, session
         self.abort = threading.Event()
         self.ranged = False  # the server honours Range: pieces can be handed to helpers
         self.plan = Plan(_UNKNOWN, piece_size=_UNKNOWN, min_piece=opts.min_piece)
@@ -130,7 +139,7 @@ class _Transfer:
             return _EMPTY_SHA256
         total = self._size(resp)
         if total is not None:
-            reserve(self.fd, total)
+            reserve(self.file, total)
             # About four pieces per connection: the last ones are small and end together.
             size = max(
                 self.opts.min_piece, min(self.opts.part_size, total // (4 * self.opts.parts))
@@ -148,7 +157,7 @@ class _Transfer:
             resp.close()
             return _EMPTY_SHA256
         workers = self.opts.parts if self.ranged else 1
-        hasher = PrefixHasher(self.fd, self.plan.cond, self.plan.frontier, self.abort)
+        hasher = PrefixHasher(self.file, self.plan.cond, self.plan.frontier, self.abort)
         try:
             with ThreadPoolExecutor(workers + 1, thread_name_prefix="wsl-images-dl") as pool:
                 hashing = pool.submit(hasher.run)
@@ -166,7 +175,7 @@ class _Transfer:
                     self._stop()
                     raise
         finally:
-            hasher.join()  # its write-back uses fd, which our caller closes next
+            hasher.join()  # its write-back uses the descriptor, which our caller closes next
 
     def _size(self, resp: requests.Response) -> int | None:
         """The file's size from the first response (None: not announced)."""
@@ -342,7 +351,7 @@ class _Transfer:
                 offset, count = self.plan.claim(piece, len(view), extendable=extendable)
             if count == 0:
                 return False
-            pwrite_all(self.fd, view[:count], offset)
+            self.file.write_at(view[:count], offset)
             with self.plan.cond:
                 piece.written += count
                 self.received += count
@@ -353,22 +362,16 @@ class _Transfer:
         return True
 
 
-def reserve(fd: int, total: int) -> None:
+def reserve(file: PositionalFile, total: int) -> None:
     """Check and reserve the space up front, so a full disk fails before any byte is fetched."""
-    st = os.fstatvfs(fd)
-    free = st.f_bavail * st.f_frsize
+    free = shutil.disk_usage(file.path.parent).free
     if total > free:
         raise OSError(errno.ENOSPC, f"{total} bytes needed, {free} free")
+    allocate = getattr(os, "posix_fallocate", None)  # not on macOS or Windows: writes will tell
+    if allocate is None:
+        return
     try:
-        os.posix_fallocate(fd, 0, total)
+        allocate(file.fd, 0, total)
     except OSError as exc:  # unsupported here (some network filesystems): writes will tell
         if exc.errno == errno.ENOSPC:
             raise
-    except AttributeError:  # pragma: no cover - not on every platform
-        pass
-
-
-def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    while data:
-        written = os.pwrite(fd, data, offset)
-        data, offset = data[written:], offset + written
