@@ -23,6 +23,7 @@ from wsl_images import atomic, cache
 from wsl_images.cache import TransferOptions, _fileio, _hasher, _http, _records, _transfer
 from wsl_images.errors import (
     DownloadError,
+    FileInUseError,
     HashMismatchError,
     InvalidInputError,
     OfflineError,
@@ -669,4 +670,42 @@ def test_every_session_is_closed_after_success_and_failure(
         _get(server, "missing-12345678.bin")
     assert len(sessions["made"]) > PARALLEL.parts + 1
     assert sorted(sessions["closed"]) == sorted(sessions["made"])
+    _assert_clean(isolated_cache)
+
+
+def test_a_cached_file_held_by_another_process_is_named_not_half_replaced(
+    server: FaultServer,
+    blob: Path,
+    isolated_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Windows: a model loaded from the cached file maps it, so it can be neither removed nor
+    # replaced. The file is found bad (changed under its record); the new download cannot take
+    # its place: a clear error, and everything as it was.
+    _get(server, blob.name)
+    cached = isolated_cache / blob.name
+    cached.write_bytes(_flipped(blob, 0))
+    held = "The process cannot access the file because it is being used by another process"
+    real_unlink, real_replace = Path.unlink, os.replace
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        if self == cached:
+            raise PermissionError(13, held, str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    def replace(src: str, dst: str) -> None:
+        if Path(dst) == cached:
+            raise PermissionError(13, held, dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    monkeypatch.setattr(atomic, "_REPLACE_WAIT_S", 0.001)
+    monkeypatch.setattr(atomic, "_REPLACE_WAIT_MAX_S", 0.001)
+    with caplog.at_level(logging.WARNING), pytest.raises(FileInUseError) as info:
+        _get(server, blob.name)
+    assert f"Cannot replace {str(cached)!r}" in str(info.value)
+    assert f"Could not remove {cached}: {held}" in caplog.text
+    assert cached.read_bytes() == _flipped(blob, 0)
     _assert_clean(isolated_cache)

@@ -5,7 +5,9 @@ layouts, records, the CLI's ``--output``, sharded results and exports. A writer 
 file of its own, ``.<name>~<host>~<pid>~<random>.part`` in the target's folder, created with
 ``O_EXCL | O_NOFOLLOW`` (a symlink planted there is never written through); on success it is
 fsynced and renamed over the target (readers see the old file or the new one, nothing between),
-on failure it is removed.
+on failure it is removed. The temp file is closed before the rename (Windows renames no open
+file), and a rename refused because another process holds the target (Windows) is retried for a
+moment, then reported with :class:`~wsl_images.errors.FileInUseError`.
 
 A process killed midway cannot remove its temp file, so the name says who wrote it: the first
 atomic write into a folder (per process) removes the temp files whose writer is gone: a dead
@@ -28,12 +30,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TempFile", "atomic_file", "atomic_folder", "cleanup_stale", "is_temp_name"]
+from .errors import FileInUseError
+
+__all__ = ["TempFile", "atomic_file", "atomic_folder", "cleanup_stale", "is_temp_name", "replace"]
 
 log = logging.getLogger(__name__)
 
 _TEMP = re.compile(r"\.(?P<name>.+)~(?P<host>[A-Za-z0-9_.-]+)~(?P<pid>\d+)~[0-9a-f]+\.part")
 _SILENT_S = 24 * 3600  # a temp file untouched this long is abandoned, whoever wrote it
+_REPLACE_TRIES = 8  # a refused os.replace is tried this often...
+_REPLACE_WAIT_S = 0.05  # ...waiting this long after the first refusal, doubling...
+_REPLACE_WAIT_MAX_S = 0.5  # ...up to this: about 2 s in all
 _FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 _FLAGS |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 _swept: set[str] = set()
@@ -65,15 +72,19 @@ def atomic_file(target: str | os.PathLike[str], *, durable: bool = True) -> Iter
     _sweep_once(path.parent)
     tmp = path.with_name(_temp_name(path.name))
     fd = os.open(tmp, _FLAGS, 0o666)  # the umask applies, as for any new file
+    is_open = True
     try:
         yield TempFile(tmp, fd)
         if durable:
             os.fsync(fd)
-        os.replace(tmp, path)
+        os.close(fd)  # before the rename: Windows renames no open file
+        is_open = False
+        replace(tmp, path)
         if durable:
             _fsync_folder(path.parent)
     finally:
-        os.close(fd)
+        if is_open:
+            os.close(fd)
         tmp.unlink(missing_ok=True)
 
 
@@ -92,10 +103,38 @@ def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
         for item in written:
             with open(item, "rb") as f:
                 os.fsync(f.fileno())
-            os.replace(item, path.parent / item.name)
+            replace(item, path.parent / item.name)
         _fsync_folder(path.parent)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def replace(source: Path, target: Path) -> None:
+    """``os.replace(source, target)``, retried for a moment while it is refused.
+
+    Windows refuses to replace a file that another process holds open or maps (a model loaded
+    from it; an antivirus, indexer or backup scan, which lets go within moments):
+    PermissionError. After about two seconds of refusals, :class:`FileInUseError` names the file
+    and what to do; ``source`` stays for the caller to remove.
+    """
+    wait, waited = _REPLACE_WAIT_S, 0.0
+    for attempt in range(_REPLACE_TRIES):
+        try:
+            os.replace(source, target)
+            return
+        except PermissionError as exc:
+            refused = exc
+            if attempt + 1 < _REPLACE_TRIES:
+                time.sleep(wait)
+                waited, wait = waited + wait, min(2 * wait, _REPLACE_WAIT_MAX_S)
+    msg = (
+        f"Cannot replace {str(target)!r} with its new version ({refused}), refused for "
+        f"{waited:.1f} s: another process holds it open or mapped (on Windows: a model loaded "
+        "from it, a viewer, an antivirus or backup scan), or the folder's permissions forbid "
+        "it. Close that process or free the model (del model), then try again. The new version "
+        "was discarded."
+    )
+    raise FileInUseError(msg) from refused
 
 
 def cleanup_stale(folder: str | os.PathLike[str]) -> list[Path]:
@@ -118,6 +157,8 @@ def cleanup_stale(folder: str | os.PathLike[str]) -> list[Path]:
             removed.append(Path(entry.path))
         except FileNotFoundError:  # another process cleaned it first
             pass
+        except OSError as exc:  # a read-only folder; Windows: still open somewhere
+            log.info("Could not remove %s (%s)", entry.path, exc)
     return removed
 
 

@@ -20,21 +20,32 @@ from urllib.parse import urlsplit
 
 from ..atomic import atomic_file, cleanup_stale
 from ..errors import (
+    ClearCacheError,
     DownloadError,
     HashMismatchError,
     InvalidInputError,
     MissingDependencyError,
     OfflineError,
     UnreachableError,
+    WslImagesError,
 )
 from ..registry import get_weights, hash_prefix_of
 from . import _records
 from ._derive import drop_obsolete
 from ._http import RetriesExhaustedError, TransferOptions
 from ._lock import file_lock
-from ._paths import derived_path, filename_from_url, get_cache_dir, is_offline
+from ._paths import (
+    Failures,
+    derived_path,
+    filename_from_url,
+    get_cache_dir,
+    is_offline,
+    record_path,
+    remove_file,
+)
 
 __all__ = [
+    "clear_error",
     "download",
     "download_url",
     "loadable",
@@ -116,15 +127,34 @@ def source_sha256(
     return _obtain(url, progress, check_hash, cache_dir, None, name_or_url)[1]
 
 
-def remove_source(source: Path) -> list[Path]:
-    """Remove a cached file with everything derived from it; returns what was removed."""
-    removed = []
-    for path in (source, derived_path(source)):
-        if path.exists():
-            path.unlink()
-            removed.append(path)
-    _records.forget(source)
-    return removed + drop_obsolete(source)
+def remove_source(source: Path, *, failed: Failures | None = None) -> list[Path]:
+    """Remove a cached file with its record and everything derived from it; returns what was
+    removed. What cannot be removed (on Windows: a file a loaded model maps) is left and added
+    to ``failed`` with the reason; without ``failed``, :class:`ClearCacheError` reports it once
+    the rest is removed. A source that stays keeps its record and layout: it is still the
+    verified file it was."""
+    failures: Failures = [] if failed is None else failed
+    before = len(failures)
+    removed = [source] if remove_file(source, failures) else []
+    if len(failures) == before:  # the source is gone (or was not there)
+        if remove_file(derived_path(source), failures):
+            removed.append(derived_path(source))
+        remove_file(record_path(source), failures)  # bookkeeping: not listed
+    removed += drop_obsolete(source, failed=failures)
+    if failed is None and failures:
+        raise clear_error(removed, failures)
+    return removed
+
+
+def clear_error(removed: list[Path], failed: Failures) -> ClearCacheError:
+    """The error of a removal that left some files in place."""
+    lines = "".join(f"\n  {path}: {why}" for path, why in failed)
+    msg = (
+        f"Removed {len(removed)} file(s), but {len(failed)} could not be removed and were left "
+        f"as they were:{lines}\nFree them (or make the folder writable), then remove them again "
+        "(`wsl-images cache clear NAME`)."
+    )
+    return ClearCacheError(msg, removed, failed)
 
 
 def _obtain(
@@ -225,7 +255,10 @@ def check_source(
     log.warning(
         "Cached %s has sha256 %s, expected %s...: downloading it again", target, sha, reference
     )
-    remove_source(target)
+    failed: Failures = []
+    remove_source(target, failed=failed)
+    for path, why in failed:  # the download replaces it, or says why it cannot
+        log.warning("Could not remove %s: %s", path, why)
     return None
 
 
@@ -265,7 +298,7 @@ def _fetch(
                 )
                 raise HashMismatchError(msg)
     except OSError as exc:
-        if isinstance(exc, DownloadError):
+        if isinstance(exc, WslImagesError):  # ours, with its message (e.g. FileInUseError)
             raise
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             msg = (
