@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from imagegen import photo
 
-from wsl_images import atomic
+from wsl_images import atomic, temps
 from wsl_images.errors import FileInUseError
 
 FILES = Path(__file__).parent
@@ -132,7 +132,7 @@ def test_windows_liveness_asks_for_an_exit_code_and_never_signals(
 ) -> None:
     monkeypatch.setattr(os, "kill", lambda *a: pytest.fail("os.kill would end the process"))
     api = FakeWindows({10: 259, 11: 0, 12: None})  # running, exited, another user's
-    alive = [atomic._alive_windows(pid, api) for pid in (10, 11, 12, 13)]  # type: ignore[arg-type]
+    alive = [temps._alive_windows(pid, api) for pid in (10, 11, 12, 13)]  # type: ignore[arg-type]
     assert alive == [True, False, True, False]
     assert api.closed == 2  # every opened handle is closed
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from faultserver import Faults, FaultServer
 
-from wsl_images import atomic, cache
+from wsl_images import atomic, cache, temps
 from wsl_images.cache import TransferOptions, _fileio, _hasher, _http, _records, _transfer
 from wsl_images.errors import (
     DownloadError,
@@ -475,7 +475,7 @@ def test_stale_temp_files_of_dead_processes_are_removed(
     )
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        host = atomic._host()
+        host = temps.host_id()
         stale = isolated_cache / f".{blob.name}~{host}~{int(dead.stdout)}~ab12.part"
         live = isolated_cache / f".{blob.name}~{host}~{alive.pid}~cd34.part"
         for path in (stale, live):

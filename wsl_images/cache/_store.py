@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from ..atomic import atomic_file, cleanup_stale
+from ..atomic import atomic_file, cleanup_stale, is_temp_name
 from ..errors import (
     ClearCacheError,
     DownloadError,
@@ -43,6 +43,7 @@ from ._paths import (
     record_path,
     remove_file,
 )
+from ._space import no_space_message
 
 __all__ = [
     "clear_error",
@@ -283,7 +284,7 @@ def _fetch(
 
     show = progress and sys.stderr.isatty()
     try:
-        with atomic_file(target) as tmp:
+        with atomic_file(target, heartbeat=True) as tmp:
             with tqdm(
                 unit="B", unit_scale=True, unit_divisor=1024, desc=target.name, disable=not show
             ) as bar:
@@ -301,10 +302,16 @@ def _fetch(
         if isinstance(exc, WslImagesError):  # ours, with its message (e.g. FileInUseError)
             raise
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            needed = getattr(exc, "needed", None)
+            msg = no_space_message(target.parent, target.name, exc, needed)
+        elif exc.errno == errno.ESTALE or (
+            isinstance(exc, FileNotFoundError) and is_temp_name(Path(exc.filename or "").name)
+        ):
             msg = (
-                f"No space left in {str(target.parent)!r} for {target.name} ({exc}). The partial "
-                "download was removed and the cache is unchanged. Free some space, or point "
-                "WSL_IMAGES_CACHE at a larger disk."
+                f"The temp file of this download of {target.name} was removed while it was being "
+                f"written ({exc}): another process judged it abandoned (a download touches it "
+                "every 30 s and is judged abandoned after 10 min without: was this process "
+                "suspended?) or the folder was cleaned. Nothing was published; try again."
             )
         elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             msg = (

@@ -44,7 +44,7 @@ from ._pieces import Piece, Plan
 if TYPE_CHECKING:
     import requests
 
-__all__ = ["Bar", "fetch", "reserve"]
+__all__ = ["Bar", "NoSpaceError", "fetch", "reserve"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,14 @@ class Bar(Protocol):
     def update(self, n: float | None = 1) -> bool | None: ...
 
     def reset(self, total: float | None = None) -> None: ...
+
+
+class NoSpaceError(OSError):
+    """The disk is full (ENOSPC, EDQUOT); ``needed`` is the file's size (None: not announced)."""
+
+    def __init__(self, code: int, detail: str, needed: int | None) -> None:
+        super().__init__(code, detail)
+        self.needed = needed
 
 
 class _RestartError(Exception):
@@ -79,8 +87,17 @@ def fetch(url: str, path: Path, fd: int, opts: TransferOptions, bar: Bar) -> str
         resp = retrying(lambda: _probe(session, url, opts), url=url, opts=opts)
         restarts = 0
         while True:
+            transfer = _Transfer(url, file, opts, bar, session)
             try:
-                return _Transfer(url, file, opts, bar, session).run(resp)
+                return transfer.run(resp)
+            except NoSpaceError:
+                resp.close()
+                raise
+            except OSError as exc:
+                resp.close()
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise NoSpaceError(exc.errno, exc.strerror or str(exc), transfer.size) from exc
             except _RestartError as restart:
                 # Each restart throws away what arrived: it counts against the retry budget.
                 restarts += 1
@@ -176,6 +193,11 @@ class _Transfer:
                     raise
         finally:
             hasher.join()  # its write-back uses the descriptor, which our caller closes next
+
+    @property
+    def size(self) -> int | None:
+        """The file's size, once known."""
+        return None if self.plan.total == _UNKNOWN else self.plan.total
 
     def _size(self, resp: requests.Response) -> int | None:
         """The file's size from the first response (None: not announced)."""
@@ -366,12 +388,12 @@ def reserve(file: PositionalFile, total: int) -> None:
     """Check and reserve the space up front, so a full disk fails before any byte is fetched."""
     free = shutil.disk_usage(file.path.parent).free
     if total > free:
-        raise OSError(errno.ENOSPC, f"{total} bytes needed, {free} free")
+        raise NoSpaceError(errno.ENOSPC, f"{total} bytes needed, {free} free", total)
     allocate = getattr(os, "posix_fallocate", None)  # not on macOS or Windows: writes will tell
     if allocate is None:
         return
     try:
         allocate(file.fd, 0, total)
     except OSError as exc:  # unsupported here (some network filesystems): writes will tell
-        if exc.errno == errno.ENOSPC:
-            raise
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NoSpaceError(exc.errno, exc.strerror or str(exc), total) from exc
