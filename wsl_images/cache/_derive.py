@@ -109,5 +109,4 @@ def drop_obsolete(source: Path, *, failed: Failures | None = None) -> list[Path]
 
 
 def _source_sha256(source: Path) -> str | None:
-    record = _records.read(source)
-    return record.sha256 if record is not None and record.vouches_for(source) else None
+    return _records.trusted_sha256(source)

@@ -26,7 +26,6 @@ from ._paths import (
     get_cache_dir,
     meta_dir,
     obsolete_copies,
-    record_path,
     remove_file,
     source_name_of,
 )
@@ -168,13 +167,13 @@ def _select(folder: Path, names: Iterable[str] | None) -> list[Path]:
 def _entry(source: Path) -> CacheEntry:
     registered = {get_weights(m).filename: m for m in list_models()}
     exists = source.is_file()
-    record = _records.read(source) if exists else None
-    verified = record is not None and record.vouches_for(source)
+    sha = _records.trusted_sha256(source) if exists else None
+    verified = sha is not None
     derived = []
     layout = derived_path(source)
     made = check_derived(layout)  # a few kB: hashed, not trusted from a record
     if made is not None:
-        good = verified and record is not None and made.source_sha256 == record.sha256
+        good = made.source_sha256 == sha
         derived.append(DerivedFile(layout, layout.stat().st_size, good and made.intact))
     derived += [
         DerivedFile(old, old.stat().st_size, False, obsolete=True)
@@ -200,7 +199,7 @@ def _verify_source(source: Path, bad: list[BadFile]) -> str | None:
         _records.remember(source, sha)
         return sha
     failed: Failures = []
-    remove_file(record_path(source), failed)
+    _records.forget(source, failed, bad=True)
     if failed:  # e.g. a read-only cache: the record would still vouch for it
         reason = (
             f"sha256 {sha} does not start with {expected}; its record could not be dropped "

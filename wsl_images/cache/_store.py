@@ -40,7 +40,6 @@ from ._paths import (
     filename_from_url,
     get_cache_dir,
     is_offline,
-    record_path,
     remove_file,
 )
 from ._space import no_space_message
@@ -140,7 +139,7 @@ def remove_source(source: Path, *, failed: Failures | None = None) -> list[Path]
     if len(failures) == before:  # the source is gone (or was not there)
         if remove_file(derived_path(source), failures):
             removed.append(derived_path(source))
-        remove_file(record_path(source), failures)  # bookkeeping: not listed
+        _records.forget(source, failures)  # bookkeeping: not listed
     removed += drop_obsolete(source, failed=failures)
     if failed is None and failures:
         raise clear_error(removed, failures)
@@ -231,14 +230,14 @@ def check_source(
         return None
     record = _records.read(target)
     reference = expected or (record.sha256 if record is not None else None)
-    trusted = record is not None and record.vouches_for(target)
-    if record is not None and trusted:
-        sha = record.sha256
+    known = _records.trusted_sha256(target, record)
+    if known is not None:
+        sha = known
     else:
         log.info("Verifying %s (sha256 of the whole file, once)", target)
         sha = _records.sha256_of(target)
     if reference is None or sha.startswith(reference):
-        if not trusted:
+        if known is None:
             _records.remember(target, sha)
         if hash_prefix_of(target.name) is None:
             log.warning("%s has no sha256 prefix in its name: used unverified", target.name)
@@ -257,6 +256,7 @@ def check_source(
         "Cached %s has sha256 %s, expected %s...: downloading it again", target, sha, reference
     )
     failed: Failures = []
+    _records.forget(target, failed, bad=True)
     remove_source(target, failed=failed)
     for path, why in failed:  # the download replaces it, or says why it cannot
         log.warning("Could not remove %s: %s", path, why)
