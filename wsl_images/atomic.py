@@ -68,9 +68,9 @@ def atomic_file(
     _sweep_once(path.parent)
     tmp = path.with_name(temp_name(path.name, heartbeat=heartbeat))
     fd = os.open(tmp, _FLAGS, 0o666)  # the umask applies, as for any new file
-    is_open = True
-    beat = Heartbeat(tmp, fd) if heartbeat else None
+    is_open, beat = True, None
     try:
+        beat = Heartbeat(tmp, fd) if heartbeat else None
         yield TempFile(tmp, fd)
         if beat is not None:
             beat.stop()
