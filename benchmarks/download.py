@@ -1,7 +1,7 @@
 """Download benchmark: wsl-images' cache vs torch.hub.download_url_to_file vs curl, side by side.
 
     python benchmarks/download.py [--capped-mb 64 350] [--rate-mb 25] [--loopback-mb 256]
-                                  [--repeat 3]
+                                  [--repeat 3] [--clients wsl-images torch.hub curl] [--portable]
 
 A loopback server (tests/faultserver.py, in its own process so it does not share our GIL)
 serves random files, named with their sha256 prefix:
@@ -15,6 +15,11 @@ serves random files, named with their sha256 prefix:
                  starts over)
 torch.hub runs with its hash check (hash_prefix); curl has none. Rounds rotate the clients' order
 and the best of --repeat is reported (this machine is shared: the minimum is the least disturbed).
+
+--clients runs only the clients named (torch.hub stays the reference if it runs, else the first);
+--capped-mb with no sizes skips (a). --portable removes os.pread, os.pwrite and os.preadv from
+this process before wsl_images is imported, as on Windows, so the cache takes its portable path
+(per-thread file handles with seek + read/write): run it with and without to compare the paths.
 """
 
 from __future__ import annotations
@@ -159,10 +164,11 @@ def _until_complete(fn: Client, url: str) -> int:
 
 
 def _print_times(times: dict[str, float], size: int, limit: float, limit_text: str) -> None:
-    ref = times["torch.hub"]
+    ref_name = "torch.hub" if "torch.hub" in times else next(iter(times))
+    ref = times[ref_name]
     for who, t in times.items():
         print(
-            f"  {who:<11} {t:7.2f} s  {size / 1e6 / t:8.1f} MB/s  {ref / t:5.2f}x torch.hub  "
+            f"  {who:<11} {t:7.2f} s  {size / 1e6 / t:8.1f} MB/s  {ref / t:5.2f}x {ref_name}  "
             f"{t / limit:5.2f}x the limit"
         )
     print(f"  limit       {limit:7.2f} s  ({limit_text})")
@@ -170,14 +176,22 @@ def _print_times(times: dict[str, float], size: int, limit: float, limit_text: s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--capped-mb", type=int, nargs="+", default=[64, 350])
+    parser.add_argument("--capped-mb", type=int, nargs="*", default=[64, 350])
     parser.add_argument("--rate-mb", type=float, default=25.0)
     parser.add_argument("--loopback-mb", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--clients", nargs="+", choices=list(CLIENTS), default=list(CLIENTS))
+    parser.add_argument("--portable", action="store_true", help="without pread/pwrite/preadv")
     parser.add_argument("--serve", type=Path, nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         return _serve(args.serve, args.rate_mb * 1e6)
+    for name in [n for n in CLIENTS if n not in args.clients]:
+        del CLIENTS[name]
+    if args.portable:
+        for call in ("pread", "pwrite", "preadv"):
+            if hasattr(os, call):
+                delattr(os, call)
     from wsl_images.cache import TransferOptions
 
     parts = TransferOptions.from_env().parts
@@ -189,7 +203,8 @@ def main() -> None:
     assert child.stdout is not None and child.stdin is not None
     base = child.stdout.readline().strip()
     load = os.getloadavg()[0]
-    print(f"loopback server, {os.cpu_count()} CPUs (load {load:.1f}), best of {args.repeat}")
+    mode = " (portable path: no pread/pwrite/preadv)" if args.portable else ""
+    print(f"loopback server, {os.cpu_count()} CPUs (load {load:.1f}), best of {args.repeat}{mode}")
     try:
         for path in capped:
             size = path.stat().st_size

@@ -179,7 +179,10 @@ class FaultServer(LoopbackServer):
 
 
 def _read_at(src: Any, pos: int, count: int, f: Faults) -> bytes:
-    data = bytearray(os.pread(src.fileno(), count, pos))
+    # seek + read, not os.pread: tests remove os.pread to simulate Windows, and the server
+    # runs in their process (src is this response's own file object).
+    src.seek(pos)
+    data = bytearray(src.read(count))
     if f.flip_at is not None and pos <= f.flip_at < pos + len(data):
         data[f.flip_at - pos] ^= 0xFF
     return bytes(data)

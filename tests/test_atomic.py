@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from imagegen import photo
 
-from wsl_images import atomic
+from wsl_images import atomic, temps
+from wsl_images.errors import FileInUseError
 
 FILES = Path(__file__).parent
 
@@ -131,7 +132,7 @@ def test_windows_liveness_asks_for_an_exit_code_and_never_signals(
 ) -> None:
     monkeypatch.setattr(os, "kill", lambda *a: pytest.fail("os.kill would end the process"))
     api = FakeWindows({10: 259, 11: 0, 12: None})  # running, exited, another user's
-    alive = [atomic._alive_windows(pid, api) for pid in (10, 11, 12, 13)]  # type: ignore[arg-type]
+    alive = [temps._alive_windows(pid, api) for pid in (10, 11, 12, 13)]  # type: ignore[arg-type]
     assert alive == [True, False, True, False]
     assert api.closed == 2  # every opened handle is closed
 
@@ -177,3 +178,75 @@ def test_killed_classify_and_export_leave_nothing_after_the_next_run(
     photo().save(one)
     subprocess.run([*classify, "-o", str(out / "y.txt"), str(one)], check=True)
     assert _temps(out) == [] and sorted(p.name for p in out.iterdir()) == ["y.txt"]
+
+
+def _open_on(path: Path) -> bool:
+    """Whether this process has a descriptor open on ``path`` (Linux: /proc/self/fd)."""
+    fds = Path("/proc/self/fd")
+    return any(os.path.realpath(fd) == str(path.resolve()) for fd in fds.iterdir())
+
+
+def test_the_temp_file_is_closed_before_it_is_renamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Windows renames no open file (and deletes none): the rename must come after the close.
+    seen: list[bool] = []
+    real = os.replace
+
+    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        seen.append(_open_on(Path(src)))
+        real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    with atomic.atomic_file(tmp_path / "out.bin") as tmp:
+        os.write(tmp.fd, b"data")
+    assert seen == [False] and (tmp_path / "out.bin").read_bytes() == b"data"
+
+
+def _refuse(times: int, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """os.replace refused ``times`` times, as Windows does while another process holds the
+    target open or mapped; returns the targets of every attempt."""
+    attempts: list[str] = []
+    real = os.replace
+
+    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        attempts.append(str(dst))
+        if len(attempts) <= times:
+            msg = "The process cannot access the file because it is being used by another process"
+            raise PermissionError(13, msg, str(dst))
+        real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    monkeypatch.setattr(atomic, "_REPLACE_WAIT_S", 0.001)  # the waits are not what is tested
+    monkeypatch.setattr(atomic, "_REPLACE_WAIT_MAX_S", 0.001)
+    return attempts
+
+
+def test_a_briefly_held_target_is_replaced_after_a_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "model.pth"
+    target.write_bytes(b"old")
+    attempts = _refuse(3, monkeypatch)  # an antivirus scan that lets go
+    with atomic.atomic_file(target) as tmp:
+        os.write(tmp.fd, b"new")
+    assert target.read_bytes() == b"new" and len(attempts) == 4 and _temps(tmp_path) == []
+
+
+def test_a_target_held_for_good_is_named_and_left_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "model.pth"
+    target.write_bytes(b"old")
+    attempts = _refuse(10**6, monkeypatch)
+    with pytest.raises(FileInUseError) as info, atomic.atomic_file(target) as tmp:
+        os.write(tmp.fd, b"new")
+    text = str(info.value)
+    assert f"Cannot replace {str(target)!r}" in text and "being used by another process" in text
+    assert "holds it open or mapped" in text and "free the model" in text
+    assert isinstance(info.value, PermissionError)  # `except PermissionError` still works
+    assert len(attempts) == atomic._REPLACE_TRIES
+    assert target.read_bytes() == b"old" and _temps(tmp_path) == []  # nothing half-done
+    with pytest.raises(FileInUseError), atomic.atomic_folder(tmp_path / "m.onnx") as work:
+        (work / "m.onnx").write_text("graph")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pth"]

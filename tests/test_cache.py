@@ -7,8 +7,11 @@ import email.utils
 import hashlib
 import logging
 import os
+import re
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +19,11 @@ from pathlib import Path
 import pytest
 from faultserver import Faults, FaultServer
 
-from wsl_images import atomic, cache
-from wsl_images.cache import TransferOptions, _http, _records, _transfer
+from wsl_images import atomic, cache, temps
+from wsl_images.cache import TransferOptions, _fileio, _hasher, _http, _records, _transfer
 from wsl_images.errors import (
     DownloadError,
+    FileInUseError,
     HashMismatchError,
     InvalidInputError,
     OfflineError,
@@ -471,7 +475,7 @@ def test_stale_temp_files_of_dead_processes_are_removed(
     )
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        host = atomic._host()
+        host = temps.host_id()
         stale = isolated_cache / f".{blob.name}~{host}~{int(dead.stdout)}~ab12.part"
         live = isolated_cache / f".{blob.name}~{host}~{alive.pid}~cd34.part"
         for path in (stale, live):
@@ -489,10 +493,10 @@ def test_disk_full_leaves_the_cache_as_it_was(
     isolated_cache.mkdir()
     (isolated_cache / "other.pth").write_bytes(b"x")
 
-    def full(fd: int, data: bytes, offset: int) -> None:
+    def full(self: object, data: memoryview, offset: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(_transfer, "pwrite_all", full)
+    monkeypatch.setattr(_fileio.PositionalFile, "write_at", full)
     with pytest.raises(DownloadError, match=r"No space left in .*partial download was removed"):
         _get(server, blob.name)
     assert sorted(p.name for p in isolated_cache.iterdir()) == [".wsl-images", "other.pth"]
@@ -501,10 +505,9 @@ def test_disk_full_leaves_the_cache_as_it_was(
 def test_free_space_is_checked_before_downloading(
     server: FaultServer, blob: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    class Tiny:
-        f_bavail, f_frsize = 10, 1
-
-    monkeypatch.setattr(_transfer.os, "fstatvfs", lambda fd: Tiny())
+    monkeypatch.setattr(
+        _transfer.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10, 0, 10)
+    )
     with pytest.raises(DownloadError, match=rf"No space left .*{SIZE} bytes needed, 10 free"):
         _get(server, blob.name)
     assert server.requests[blob.name] == 1  # the first response was closed unread
@@ -536,8 +539,173 @@ def test_progress_is_silent_without_a_terminal(
 def test_transfer_options_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in {"TIMEOUT": "3", "RETRIES": "2", "BACKOFF": "0.5", "STALL": "9"}.items():
         monkeypatch.setenv(f"WSL_IMAGES_{key}", value)
-    monkeypatch.setenv("WSL_IMAGES_PARTS", "0")
+    monkeypatch.setenv("WSL_IMAGES_PARTS", "1")
     monkeypatch.setenv("WSL_IMAGES_PART_SIZE", "0.5")
     opts = TransferOptions.from_env()
     assert (opts.connect_timeout, opts.read_timeout, opts.retries) == (3.0, 3.0, 2)
     assert (opts.backoff, opts.stall_timeout, opts.parts, opts.part_size) == (0.5, 9.0, 1, 1 << 19)
+    monkeypatch.setenv("WSL_IMAGES_RETRIES", "0")  # no retries at all is a valid choice
+    monkeypatch.setenv("WSL_IMAGES_BACKOFF", "0")
+    assert (TransferOptions.from_env().retries, TransferOptions.from_env().backoff) == (0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "takes"),
+    [
+        ("WSL_IMAGES_PARTS", "abc", "a whole number of connections, 1 or more"),
+        ("WSL_IMAGES_PARTS", "0", "a whole number of connections, 1 or more"),
+        ("WSL_IMAGES_PARTS", "2.5", "a whole number of connections, 1 or more"),
+        ("WSL_IMAGES_RETRIES", "x", "a whole number, 0 or more"),
+        ("WSL_IMAGES_RETRIES", "-1", "a whole number, 0 or more"),
+        ("WSL_IMAGES_TIMEOUT", "-1", "a number of seconds above 0"),
+        ("WSL_IMAGES_TIMEOUT", "0", "a number of seconds above 0"),
+        ("WSL_IMAGES_TIMEOUT", "nan", "a number of seconds above 0"),
+        ("WSL_IMAGES_BACKOFF", "soon", "a number of seconds, 0 or more"),
+        ("WSL_IMAGES_STALL", "-5", "a number of seconds above 0"),
+        ("WSL_IMAGES_PART_SIZE", "16M", "a size in MiB above 0"),
+        ("WSL_IMAGES_PART_SIZE", "inf", "a size in MiB above 0"),
+    ],
+)
+def test_a_bad_knob_names_the_variable_its_value_and_what_it_takes(
+    variable: str,
+    value: str,
+    takes: str,
+    server: FaultServer,
+    blob: Path,
+    isolated_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    expected = rf"{variable}='{re.escape(value)}' is not valid: it takes {re.escape(takes)}"
+    with pytest.raises(InvalidInputError, match=expected):
+        TransferOptions.from_env()
+    # The same error from a download, before anything is fetched or written.
+    with pytest.raises(InvalidInputError, match=expected):
+        cache.download_url(f"{server.url}/{blob.name}", progress=False)
+    assert sum(server.requests.values()) == 0 and not isolated_cache.exists()
+
+
+@pytest.mark.parametrize("variable", ["WSL_IMAGES_OFFLINE", "WSL_IMAGES_NO_LOCK"])
+def test_a_switch_takes_on_or_off_and_nothing_else(
+    variable: str, server: FaultServer, blob: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, "ture")  # a typo must not quietly mean "off"
+    with pytest.raises(InvalidInputError, match=rf"{variable}='ture' is not valid: it takes 1"):
+        _get(server, blob.name)
+    assert sum(server.requests.values()) == 0
+    for off in ("0", "off", "No", ""):
+        monkeypatch.setenv(variable, off)
+        _get(server, blob.name)
+    monkeypatch.setenv("WSL_IMAGES_OFFLINE", "On")
+    with pytest.raises(OfflineError):
+        _get(server, "nohash.bin")
+
+
+def test_a_mirror_that_is_not_a_url_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WSL_IMAGES_MIRROR", "mirror.example/models")
+    with pytest.raises(InvalidInputError, match=r"WSL_IMAGES_MIRROR='mirror.example/models'.*http"):
+        cache.download("resnet18_ssl", progress=False)
+
+
+def test_a_failed_download_leaves_no_write_back_thread_behind(
+    server: FaultServer, blob: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Write-back every 64 KiB, each taking a while: one is running when the download fails.
+    monkeypatch.setattr(_hasher, "_SYNC_EVERY", 64 << 10)
+    monkeypatch.setattr(_hasher, "_WAKE", 64 << 10)
+    synced: list[tuple[int, bool]] = []
+    threads: list[threading.Thread] = []
+
+    def slow_sync(fd: int) -> None:
+        threads.append(threading.current_thread())
+        time.sleep(0.5)
+        try:
+            still_open = os.fstat(fd).st_size >= 0
+        except OSError:
+            still_open = False
+        synced.append((fd, still_open))
+
+    monkeypatch.setattr(_hasher.os, "fdatasync", slow_sync)
+    server.faults[blob.name] = Faults(drop_at=SIZE // 2, drop_times=100)
+    with pytest.raises(DownloadError, match="failed after 1 retries"):
+        _get(server, blob.name, options=dataclasses.replace(OPTS, retries=1))
+    assert threads and not any(t.is_alive() for t in threads)  # joined before fd was closed
+    assert synced and all(still_open for _, still_open in synced)
+    _assert_clean(isolated_cache)
+
+
+@pytest.fixture
+def sessions(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[int]]:
+    """Every requests.Session made, and every one closed (by id)."""
+    import requests
+
+    seen: dict[str, list[int]] = {"made": [], "closed": []}
+    init, close = requests.Session.__init__, requests.Session.close
+
+    def spy_init(self: requests.Session) -> None:
+        seen["made"].append(id(self))
+        init(self)
+
+    def spy_close(self: requests.Session) -> None:
+        seen["closed"].append(id(self))
+        close(self)
+
+    monkeypatch.setattr(requests.Session, "__init__", spy_init)
+    monkeypatch.setattr(requests.Session, "close", spy_close)
+    return seen
+
+
+def test_every_session_is_closed_after_success_and_failure(
+    sessions: dict[str, list[int]], server: FaultServer, blob: Path, isolated_cache: Path
+) -> None:
+    server.faults[blob.name] = Faults(rate=5e6)
+    _get(server, blob.name, options=PARALLEL)
+    assert len(sessions["made"]) == PARALLEL.parts  # the first connection and three helpers
+    assert sorted(sessions["closed"]) == sorted(sessions["made"])
+    cache.clear_cache()
+    server.faults[blob.name] = Faults(drop_at=SIZE // 2, drop_times=100, rate=5e6)
+    with pytest.raises(DownloadError, match="failed after"):
+        _get(server, blob.name, options=PARALLEL)
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        _get(server, "missing-12345678.bin")
+    assert len(sessions["made"]) > PARALLEL.parts + 1
+    assert sorted(sessions["closed"]) == sorted(sessions["made"])
+    _assert_clean(isolated_cache)
+
+
+def test_a_cached_file_held_by_another_process_is_named_not_half_replaced(
+    server: FaultServer,
+    blob: Path,
+    isolated_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Windows: a model loaded from the cached file maps it, so it can be neither removed nor
+    # replaced. The file is found bad (changed under its record); the new download cannot take
+    # its place: a clear error, and everything as it was.
+    _get(server, blob.name)
+    cached = isolated_cache / blob.name
+    cached.write_bytes(_flipped(blob, 0))
+    held = "The process cannot access the file because it is being used by another process"
+    real_unlink, real_replace = Path.unlink, os.replace
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        if self == cached:
+            raise PermissionError(13, held, str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    def replace(src: str, dst: str) -> None:
+        if Path(dst) == cached:
+            raise PermissionError(13, held, dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    monkeypatch.setattr(atomic, "_REPLACE_WAIT_S", 0.001)
+    monkeypatch.setattr(atomic, "_REPLACE_WAIT_MAX_S", 0.001)
+    with caplog.at_level(logging.WARNING), pytest.raises(FileInUseError) as info:
+        _get(server, blob.name)
+    assert f"Cannot replace {str(cached)!r}" in str(info.value)
+    assert f"Could not remove {cached}: {held}" in caplog.text
+    assert cached.read_bytes() == _flipped(blob, 0)
+    _assert_clean(isolated_cache)

@@ -13,7 +13,16 @@ import pytest
 import torch
 from server import FileServer
 
-from wsl_images import BadFile, atomic, clear_cache, download, get_model, scan_cache, verify_cache
+from wsl_images import (
+    BadFile,
+    ClearCacheError,
+    clear_cache,
+    download,
+    get_model,
+    scan_cache,
+    temps,
+    verify_cache,
+)
 from wsl_images.cache import _records, get_cache_dir, loadable
 from wsl_images.cache._paths import derived_path
 
@@ -82,7 +91,7 @@ def test_clear_by_name_and_everything(filled: dict[str, Path], isolated_cache: P
         capture_output=True,
         text=True,
     )
-    stale = isolated_cache / f".x.pth~{atomic._host()}~{int(dead.stdout)}~00ff.part"
+    stale = isolated_cache / f".x.pth~{temps.host_id()}~{int(dead.stdout)}~00ff.part"
     stale.write_bytes(b"a killed download")
     assert clear_cache() == [stale, filled["zip"]]
     assert sorted(p.name for p in isolated_cache.iterdir()) == [".wsl-images", "someone-elses.pth"]
@@ -169,3 +178,48 @@ def test_a_layout_that_cannot_be_kept_costs_only_a_parse(
         for key, value in state18.items():
             assert torch.equal(model.state_dict()[key], value), key
     assert blocker.read_bytes() == b"not a folder"
+
+
+def _held(monkeypatch: pytest.MonkeyPatch, *held: Path) -> None:
+    """Removing ``held`` is refused, as Windows refuses to delete a file a process maps."""
+    real = Path.unlink
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        if self in held:
+            msg = "The process cannot access the file because it is being used by another process"
+            raise PermissionError(13, msg, str(self))
+        real(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+
+
+def test_clear_removes_everything_else_and_names_a_file_it_could_not_remove(
+    filled: dict[str, Path], isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout = derived_path(filled["legacy"])
+    _held(monkeypatch, filled["legacy"])  # a model loaded from it maps it (Windows)
+    with pytest.raises(ClearCacheError) as info:
+        clear_cache()
+    err = info.value
+    assert err.removed == [filled["zip"]]
+    assert [path for path, _ in err.failed] == [filled["legacy"]]
+    text = str(err)
+    assert f"{filled['legacy']}: The process cannot access the file" in text
+    assert "a model loaded from it" in text and "`wsl-images cache clear NAME`" in text
+    assert not filled["zip"].exists() and _records.read(filled["zip"]) is None
+    # The file that stays is still the verified file it was: record and layout kept.
+    assert filled["legacy"].exists() and layout.exists()
+    (entry,) = scan_cache()
+    assert entry.path == filled["legacy"] and entry.verified
+
+
+def test_clear_on_the_command_line_reports_what_was_left(
+    filled: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from wsl_images.cli import main
+
+    _held(monkeypatch, filled["legacy"])
+    assert main(["cache", "clear"]) == 1
+    out, err = capsys.readouterr()
+    assert out == f"removed {filled['zip']}\n"
+    assert f"could not be removed and were left as they were:\n  {filled['legacy']}: " in err

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     CheckpointError,
+    ClearCacheError,
     DistributedTimeoutError,
     DownloadError,
     ExportError,
+    FileInUseError,
     HashMismatchError,
     ImageDecodeError,
     InvalidInputError,
@@ -67,6 +69,7 @@ __all__ = [
     "CacheEntry",
     "CheckpointError",
     "Classifier",
+    "ClearCacheError",
     "DistributedTimeoutError",
     "DownloadError",
     "EmbeddingMatrix",
@@ -74,6 +77,7 @@ __all__ = [
     "ExportError",
     "FeatureExtractor",
     "FeatureInfo",
+    "FileInUseError",
     "HashMismatchError",
     "ImageDecodeError",
     "InvalidInputError",

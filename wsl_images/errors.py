@@ -11,6 +11,8 @@ the builtin that fits, so ``except ValueError`` keeps working for callers who kn
     │   ├── HashMismatchError                 the file's sha256 does not match its name
     │   ├── OfflineError                      a file is needed but WSL_IMAGES_OFFLINE=1
     │   └── UnreachableError                  the host does not resolve, has no route, refuses
+    ├── FileInUseError (PermissionError)      a file that cannot be replaced: held by a process
+    ├── ClearCacheError (OSError)             cache files that could not be removed (rest was)
     ├── ExportError (RuntimeError)            an exported model that does not match PyTorch
     ├── MissingDependencyError (ImportError)  an optional extra (e.g. [onnx]) is not installed
     └── InvalidInputError (ValueError)        an argument or image that cannot be used
@@ -19,11 +21,15 @@ the builtin that fits, so ``except ValueError`` keeps working for callers who kn
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = [
     "CheckpointError",
+    "ClearCacheError",
     "DistributedTimeoutError",
     "DownloadError",
     "ExportError",
+    "FileInUseError",
     "HashMismatchError",
     "ImageDecodeError",
     "InvalidInputError",
@@ -66,6 +72,23 @@ class OfflineError(DownloadError):
 class UnreachableError(DownloadError):
     """The server cannot be reached at all (a name that does not resolve, no route, a refused
     connection): reported after one quick retry, not after minutes of backoff."""
+
+
+class FileInUseError(WslImagesError, PermissionError):
+    """A file that could not be replaced by its new version, even after retrying for a moment:
+    another process holds it open or mapped (Windows refuses to replace such a file: a model
+    loaded from it, an antivirus or backup scan), or permissions forbid it."""
+
+
+class ClearCacheError(WslImagesError, OSError):
+    """:func:`wsl_images.clear_cache` removed what it could, but not these files.
+
+    ``removed``: the paths it removed; ``failed``: (path, reason) of each file left in place.
+    """
+
+    def __init__(self, message: str, removed: list[Path], failed: list[tuple[Path, str]]) -> None:
+        super().__init__(message)
+        self.removed, self.failed = removed, failed
 
 
 class InvalidInputError(WslImagesError, ValueError):

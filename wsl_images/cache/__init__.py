@@ -10,9 +10,10 @@ What it gives the rest of the package:
   once after the first parse and hash-checked on every read, so later loads parse nothing;
 - :func:`scan_cache`, :func:`verify_cache`, :func:`clear_cache`: management, for the CLI and users.
 
-Modules: ``_paths`` (locations, names), ``_records`` (verification records), ``_http`` (one
-GET, the retry loop), ``_pieces``, ``_hasher`` and ``_transfer`` (parallel download),
-``_derive`` (derived files), ``_lock`` (the per-file lock), ``_store`` (verified
+Modules: ``_paths`` (locations, names, removal), ``_env`` (the ``WSL_IMAGES_*`` knobs),
+``_records`` (verification records), ``_http`` (one GET, the retry loop), ``_pieces``,
+``_fileio``, ``_hasher`` and ``_transfer`` (parallel download), ``_space`` (a full disk,
+explained), ``_derive`` (derived files), ``_lock`` (the per-file lock), ``_store`` (verified
 sources), ``_mismatch`` (what a hash mismatch tells the user), ``_manage`` (scan, verify, clear).
 Nothing here imports torch; ``requests`` and ``tqdm`` are imported when a download starts.
 """

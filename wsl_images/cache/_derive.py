@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..atomic import atomic_file
 from . import _records
-from ._paths import derived_path, meta_dir, obsolete_copies
+from ._paths import Failures, derived_path, meta_dir, obsolete_copies, remove_file
 
 __all__ = ["Derived", "check_derived", "drop_obsolete", "keep_layout", "load_layout"]
 
@@ -92,21 +92,21 @@ def keep_layout(source: Path, layout: bytes) -> None:
         log.info("Could not keep the layout of %s (%s)", source.name, exc)
 
 
-def drop_obsolete(source: Path) -> list[Path]:
-    """Remove the full copies older versions derived from ``source``; return what was removed."""
-    removed = []
+def drop_obsolete(source: Path, *, failed: Failures | None = None) -> list[Path]:
+    """Remove the full copies older versions derived from ``source``; return what was removed.
+
+    One that cannot be removed is added to ``failed``, or logged if none is given (at INFO:
+    on a read-only shared cache it happens on every load, and changes nothing for the load).
+    """
+    removed, failures = [], [] if failed is None else failed
     for path in obsolete_copies(source):
-        try:
-            path.unlink()
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        except OSError as exc:  # e.g. still mapped by an older version's process on Windows
-            log.warning("Could not remove the obsolete copy %s (%s)", path, exc)
-            continue
-        removed.append(path)
+        if remove_file(path, failures):
+            removed.append(path)
+    if failed is None:
+        for path, why in failures:
+            log.info("Could not remove the obsolete copy %s: %s", path, why)
     return removed
 
 
 def _source_sha256(source: Path) -> str | None:
-    record = _records.read(source)
-    return record.sha256 if record is not None and record.vouches_for(source) else None
+    return _records.trusted_sha256(source)

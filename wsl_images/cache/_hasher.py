@@ -9,11 +9,13 @@ little left to do.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
 from collections.abc import Callable
 
+from ._fileio import PositionalFile
 from ._http import AbortedError
 
 __all__ = ["PrefixHasher"]
@@ -21,20 +23,21 @@ __all__ = ["PrefixHasher"]
 _READ = 8 << 20
 _WAKE = 4 << 20  # wait for this many new bytes (or the end) rather than waking for every write
 _SYNC_EVERY = 64 << 20
+_WRITE_BACK_THREAD = "wsl-images-write-back"
 
 
 class PrefixHasher:
-    """Hashes ``fd`` as ``frontier()`` (bytes written from the start, read with ``cond`` held,
+    """Hashes ``file`` as ``frontier()`` (bytes written from the start, read with ``cond`` held,
     which writers notify) grows; :meth:`run` returns the hex digest."""
 
     def __init__(
         self,
-        fd: int,
+        file: PositionalFile,
         cond: threading.Condition,
         frontier: Callable[[], int],
         abort: threading.Event,
     ) -> None:
-        self.fd, self.cond, self.frontier, self.abort = fd, cond, frontier, abort
+        self.file, self.cond, self.frontier, self.abort = file, cond, frontier, abort
         self.finished = False  # set (with cond held) once every byte is in
         self.syncing: threading.Thread | None = None
 
@@ -60,19 +63,34 @@ class PrefixHasher:
                 if self.finished and frontier == hashed:
                     return digest.hexdigest()
             while hashed < frontier:
-                n = os.preadv(self.fd, [view[: min(_READ, frontier - hashed)]], hashed)
+                n = self.file.read_into(view[: min(_READ, frontier - hashed)], hashed)
+                if n == 0:  # pragma: no cover - the file is shorter than what was written
+                    msg = f"{self.file.path} ended at byte {hashed}, before {frontier}"
+                    raise OSError(msg)
                 digest.update(view[:n])
                 hashed += n
                 if hashed % _SYNC_EVERY < n:
                     self._start_write_back()
 
     def join(self) -> None:
-        """Wait for the last background write-back."""
+        """Wait for the last background write-back. Call it on every path, failures included:
+        the thread uses the file's descriptor, which the caller closes next (an fsync of a
+        closed descriptor fails with EBADF, or worse, syncs whatever file reused its number)."""
         if self.syncing is not None:
             self.syncing.join()
 
     def _start_write_back(self) -> None:
         """Flush written pages in the background, so the fsync before publishing is short."""
         if self.syncing is None or not self.syncing.is_alive():
-            self.syncing = threading.Thread(target=os.fdatasync, args=(self.fd,), daemon=True)
+            self.syncing = threading.Thread(
+                target=_write_back, args=(self.file.fd,), name=_WRITE_BACK_THREAD, daemon=True
+            )
             self.syncing.start()
+
+
+def _write_back(fd: int) -> None:
+    """fdatasync where there is one (Linux); fsync elsewhere (macOS and Windows lack it). Only
+    a head start for the fsync before publishing: a failure here is that fsync's to report."""
+    sync = getattr(os, "fdatasync", None) or os.fsync
+    with contextlib.suppress(OSError):
+        sync(fd)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import errno
+import http.client
 import logging
-import os
 import random
 import re
 import socket
@@ -26,10 +26,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from ..errors import DownloadError, UnreachableError
+from ._env import env_float, env_int
 
 if TYPE_CHECKING:
     import requests
@@ -78,24 +79,39 @@ class TransferOptions:
     @classmethod
     def from_env(cls) -> TransferOptions:
         """Defaults overridden by ``WSL_IMAGES_TIMEOUT``, ``_RETRIES``, ``_BACKOFF``, ``_STALL``,
-        ``_PARTS`` and ``_PART_SIZE`` (MiB)."""
-        env = os.environ.get
+        ``_PARTS`` and ``_PART_SIZE`` (MiB); a bad value raises :class:`InvalidInputError`
+        naming the variable and what it takes."""
+        timeout = env_float("WSL_IMAGES_TIMEOUT", minimum=0, above=True, takes=_TAKES["timeout"])
+        retries = env_int("WSL_IMAGES_RETRIES", minimum=0, takes=_TAKES["retries"])
+        backoff = env_float("WSL_IMAGES_BACKOFF", minimum=0, above=False, takes=_TAKES["backoff"])
+        stall = env_float("WSL_IMAGES_STALL", minimum=0, above=True, takes=_TAKES["stall"])
+        parts = env_int("WSL_IMAGES_PARTS", minimum=1, takes=_TAKES["parts"])
+        mib = env_float("WSL_IMAGES_PART_SIZE", minimum=0, above=True, takes=_TAKES["part_size"])
         opts = cls()
-        if value := env("WSL_IMAGES_TIMEOUT"):
-            opts = dataclasses.replace(
-                opts, connect_timeout=float(value), read_timeout=float(value)
-            )
-        if value := env("WSL_IMAGES_RETRIES"):
-            opts = dataclasses.replace(opts, retries=int(value))
-        if value := env("WSL_IMAGES_BACKOFF"):
-            opts = dataclasses.replace(opts, backoff=float(value))
-        if value := env("WSL_IMAGES_STALL"):
-            opts = dataclasses.replace(opts, stall_timeout=float(value))
-        if value := env("WSL_IMAGES_PARTS"):
-            opts = dataclasses.replace(opts, parts=max(1, int(value)))
-        if value := env("WSL_IMAGES_PART_SIZE"):
-            opts = dataclasses.replace(opts, part_size=max(1, int(float(value) * _MiB)))
+        if timeout is not None:
+            opts = dataclasses.replace(opts, connect_timeout=timeout, read_timeout=timeout)
+        if retries is not None:
+            opts = dataclasses.replace(opts, retries=retries)
+        if backoff is not None:
+            opts = dataclasses.replace(opts, backoff=backoff)
+        if stall is not None:
+            opts = dataclasses.replace(opts, stall_timeout=stall)
+        if parts is not None:
+            opts = dataclasses.replace(opts, parts=parts)
+        if mib is not None:
+            opts = dataclasses.replace(opts, part_size=max(1, int(mib * _MiB)))
         return opts
+
+
+# What each knob takes, for the error a bad value raises.
+_TAKES = {
+    "timeout": "a number of seconds above 0 (the connect and read timeout, e.g. 30)",
+    "retries": "a whole number, 0 or more (failed attempts in a row before giving up, e.g. 5)",
+    "backoff": "a number of seconds, 0 or more (the first wait between attempts, e.g. 1)",
+    "stall": "a number of seconds above 0 (the stall-watchdog window, e.g. 30)",
+    "parts": "a whole number of connections, 1 or more (e.g. 8; 1: a single connection)",
+    "part_size": "a size in MiB above 0 (the largest piece one request asks for, e.g. 16)",
+}
 
 
 class RetriableError(Exception):
@@ -236,14 +252,20 @@ def stream_body(
     import requests
     import urllib3
 
+    read1 = _read1(resp.raw)
     got = window = 0
     window_start = time.monotonic()
     while True:
         if abort is not None and abort.is_set():
             raise AbortedError
         try:
-            data = resp.raw.read1(_READ)
-        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+            data = read1(_READ)
+        except (
+            urllib3.exceptions.HTTPError,
+            requests.RequestException,
+            http.client.HTTPException,  # urllib3 1.x: http.client's IncompleteRead, unwrapped
+            OSError,
+        ) as exc:
             if expected is not None:
                 msg = f"body shorter than announced: {got} of {expected} bytes, then {exc}"
             else:
@@ -267,6 +289,24 @@ def stream_body(
     if expected is not None and got < expected:
         raise RetriableError(f"body shorter than announced: {got} of {expected} bytes")
     return True
+
+
+def _read1(raw: Any) -> Callable[[int], bytes]:
+    """The body's reader that returns what one receive gave (at most ``n`` bytes).
+
+    urllib3 2 has ``read1``; urllib3 1.x (which ``requests>=2.28`` allows) has not, but the
+    ``http.client`` response it wraps (``_fp``) has, with the same meaning: requests asks urllib3
+    for the raw bytes (no decoding), so reading below it gives the same bytes. A plain
+    ``read(n)`` would block until ``n`` bytes arrive, and the stall watchdog could not see a
+    trickle. Chosen once per response, so the urllib3 2 path is unchanged.
+    """
+    read1 = getattr(raw, "read1", None)
+    if read1 is not None:
+        return read1  # type: ignore[no-any-return]
+    fp = getattr(raw, "_fp", None)
+    if fp is not None and hasattr(fp, "read1"):
+        return fp.read1  # type: ignore[no-any-return]
+    return raw.read  # type: ignore[no-any-return]  # neither: whole reads (a coarser watchdog)
 
 
 def retrying(

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import filelock
 
+from ._env import env_flag
 from ._paths import lock_path, meta_dir
 
 __all__ = ["file_lock"]
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 @contextlib.contextmanager
 def file_lock(target: Path) -> Iterator[None]:
     """Hold the per-file lock if the filesystem allows; go on without it if not."""
-    if os.environ.get("WSL_IMAGES_NO_LOCK", "").strip() in {"1", "true", "yes"}:
+    if env_flag("WSL_IMAGES_NO_LOCK"):
         yield
         return
     path = lock_path(target)

@@ -19,8 +19,17 @@ from ..errors import UnknownModelError
 from ..registry import get_weights, hash_prefix_of, list_models
 from . import _records
 from ._derive import check_derived
-from ._paths import DERIVED, derived_path, get_cache_dir, meta_dir, obsolete_copies, source_name_of
-from ._store import remove_source
+from ._paths import (
+    DERIVED,
+    Failures,
+    derived_path,
+    get_cache_dir,
+    meta_dir,
+    obsolete_copies,
+    remove_file,
+    source_name_of,
+)
+from ._store import clear_error, remove_source
 
 __all__ = ["BadFile", "CacheEntry", "DerivedFile", "clear_cache", "scan_cache", "verify_cache"]
 
@@ -96,14 +105,22 @@ def clear_cache(
     names: Iterable[str] | None = None, cache_dir: str | os.PathLike[str] | None = None
 ) -> list[Path]:
     """Remove the selected files (default: all wsl-images knows) with their records, derived
-    files and obsolete copies, and temp files of killed writers; return the paths removed."""
+    files and obsolete copies, and temp files of killed writers; return the paths removed.
+
+    A file that cannot be removed (on Windows: one a loaded model maps) does not stop the rest:
+    everything else is removed, then :class:`ClearCacheError` names what was left and why (its
+    ``removed`` and ``failed`` say which).
+    """
     folder = get_cache_dir(cache_dir)
     removed: list[Path] = []
+    failed: Failures = []
     if names is None:
         for where in (folder, meta_dir(folder), meta_dir(folder) / DERIVED):
             removed += cleanup_stale(where)
     for source in _select(folder, names):
-        removed += remove_source(source)
+        removed += remove_source(source, failed=failed)
+    if failed:
+        raise clear_error(removed, failed)
     return removed
 
 
@@ -150,13 +167,13 @@ def _select(folder: Path, names: Iterable[str] | None) -> list[Path]:
 def _entry(source: Path) -> CacheEntry:
     registered = {get_weights(m).filename: m for m in list_models()}
     exists = source.is_file()
-    record = _records.read(source) if exists else None
-    verified = record is not None and record.vouches_for(source)
+    sha = _records.trusted_sha256(source) if exists else None
+    verified = sha is not None
     derived = []
     layout = derived_path(source)
     made = check_derived(layout)  # a few kB: hashed, not trusted from a record
     if made is not None:
-        good = verified and record is not None and made.source_sha256 == record.sha256
+        good = made.source_sha256 == sha
         derived.append(DerivedFile(layout, layout.stat().st_size, good and made.intact))
     derived += [
         DerivedFile(old, old.stat().st_size, False, obsolete=True)
@@ -181,11 +198,18 @@ def _verify_source(source: Path, bad: list[BadFile]) -> str | None:
     if expected is None or sha.startswith(expected):
         _records.remember(source, sha)
         return sha
-    _records.forget(source)
-    reason = (
-        f"sha256 {sha} does not start with {expected}; its record was dropped, so the next load "
-        f"downloads it again (or remove it: wsl-images cache clear {source.name})"
-    )
+    failed: Failures = []
+    _records.forget(source, failed, bad=True)
+    if failed:  # e.g. a read-only cache: the record would still vouch for it
+        reason = (
+            f"sha256 {sha} does not start with {expected}; its record could not be dropped "
+            f"({failed[0][1]}): do not use this cache until the file is replaced"
+        )
+    else:
+        reason = (
+            f"sha256 {sha} does not start with {expected}; its record was dropped, so the next "
+            f"load downloads it again (or remove it: wsl-images cache clear {source.name})"
+        )
     bad.append(BadFile(source, reason))
     return None
 
@@ -198,5 +222,9 @@ def _verify_derived(path: Path, source_sha: str | None, bad: list[BadFile]) -> N
         reason = "its sha256 does not match the one written with it"
     else:
         reason = "its source is missing, bad or another file"
-    path.unlink(missing_ok=True)
+    failed: Failures = []
+    remove_file(path, failed)
+    if failed:  # never used anyway: a load checks its sha256 and source first
+        bad.append(BadFile(path, f"{reason}; could not be removed ({failed[0][1]}); never used"))
+        return
     bad.append(BadFile(path, f"{reason}; removed: the next load makes it again from the source"))

@@ -7,6 +7,7 @@ not imported yet, so ``wsl-images list`` answers without loading torch.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -14,10 +15,12 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ..errors import InvalidInputError
+from ._env import env_flag
 
 __all__ = [
     "DERIVED",
     "META",
+    "Failures",
     "derived_path",
     "filename_from_url",
     "get_cache_dir",
@@ -26,7 +29,9 @@ __all__ = [
     "meta_dir",
     "obsolete_copies",
     "record_path",
+    "remove_file",
     "source_name_of",
+    "why_not_removed",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,8 +63,9 @@ def get_cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
 
 
 def is_offline() -> bool:
-    """True when ``WSL_IMAGES_OFFLINE`` asks never to open a network connection."""
-    return os.environ.get("WSL_IMAGES_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    """True when ``WSL_IMAGES_OFFLINE`` asks never to open a network connection (a value that
+    is neither on nor off raises: a typo must not quietly mean "online")."""
+    return env_flag("WSL_IMAGES_OFFLINE")
 
 
 def filename_from_url(url: str) -> str:
@@ -124,3 +130,35 @@ def obsolete_copies(source: Path) -> tuple[Path, ...]:
     old, *in_derived = _OBSOLETE_SUFFIXES
     copies = meta_dir(source.parent) / DERIVED
     return (source.with_name(source.name + old), *(copies / (source.name + s) for s in in_derived))
+
+
+Failures = list[tuple[Path, str]]  # (path, why) of each file that could not be removed
+
+
+def remove_file(path: Path, failed: Failures) -> bool:
+    """Remove ``path``: True if it was removed; False if it was not there, or could not be
+    removed (then it is added to ``failed`` with the reason). Nothing is tried on a path that
+    does not exist: on a read-only file system even that fails (EROFS), not with ENOENT."""
+    if not os.path.lexists(path):
+        return False
+    try:
+        path.unlink()
+    except FileNotFoundError:  # removed by another process meanwhile
+        return False
+    except OSError as exc:
+        failed.append((path, why_not_removed(exc)))
+        return False
+    return True
+
+
+def why_not_removed(exc: OSError) -> str:
+    """Why a file could not be removed, with what to do, for a message."""
+    if exc.errno == errno.EROFS:
+        return f"the cache is on a read-only file system ({exc.strerror})"
+    if isinstance(exc, PermissionError):
+        return (
+            f"{exc.strerror or exc}: a process holds it open or mapped (on Windows: a model "
+            "loaded from it; free it with `del model` or end that process), or the folder's "
+            "permissions forbid it"
+        )
+    return str(exc.strerror or exc)

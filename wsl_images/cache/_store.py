@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from ..atomic import atomic_file, cleanup_stale
+from ..atomic import atomic_file, cleanup_stale, is_temp_name
 from ..errors import (
+    ClearCacheError,
     DownloadError,
     HashMismatchError,
+    InvalidInputError,
     MissingDependencyError,
     OfflineError,
     UnreachableError,
+    WslImagesError,
 )
 from ..registry import get_weights, hash_prefix_of
 from . import _records
@@ -32,9 +35,18 @@ from ._derive import drop_obsolete
 from ._http import RetriesExhaustedError, TransferOptions
 from ._lock import file_lock
 from ._mismatch import cached_mismatch, download_mismatch
-from ._paths import derived_path, filename_from_url, get_cache_dir, is_offline
+from ._paths import (
+    Failures,
+    derived_path,
+    filename_from_url,
+    get_cache_dir,
+    is_offline,
+    remove_file,
+)
+from ._space import no_space_message
 
 __all__ = [
+    "clear_error",
     "download",
     "download_url",
     "loadable",
@@ -53,8 +65,15 @@ def resolve_url(name_or_url: str) -> str:
     if name_or_url.startswith(("http://", "https://")):
         return name_or_url
     weights = get_weights(name_or_url)
-    mirror = os.environ.get("WSL_IMAGES_MIRROR")
+    mirror = os.environ.get("WSL_IMAGES_MIRROR", "").strip()
     if mirror:
+        if not mirror.startswith(("http://", "https://")):
+            msg = (
+                f"Environment variable WSL_IMAGES_MIRROR={mirror!r} is not valid: it takes the "
+                "base URL of a mirror (http:// or https://, e.g. https://mirror.example/models). "
+                "Fix it or unset it."
+            )
+            raise InvalidInputError(msg)
         return mirror.rstrip("/") + "/" + weights.filename
     return weights.url
 
@@ -109,15 +128,34 @@ def source_sha256(
     return _obtain(url, progress, check_hash, cache_dir, None, name_or_url)[1]
 
 
-def remove_source(source: Path) -> list[Path]:
-    """Remove a cached file with everything derived from it; returns what was removed."""
-    removed = []
-    for path in (source, derived_path(source)):
-        if path.exists():
-            path.unlink()
-            removed.append(path)
-    _records.forget(source)
-    return removed + drop_obsolete(source)
+def remove_source(source: Path, *, failed: Failures | None = None) -> list[Path]:
+    """Remove a cached file with its record and everything derived from it; returns what was
+    removed. What cannot be removed (on Windows: a file a loaded model maps) is left and added
+    to ``failed`` with the reason; without ``failed``, :class:`ClearCacheError` reports it once
+    the rest is removed. A source that stays keeps its record and layout: it is still the
+    verified file it was."""
+    failures: Failures = [] if failed is None else failed
+    before = len(failures)
+    removed = [source] if remove_file(source, failures) else []
+    if len(failures) == before:  # the source is gone (or was not there)
+        if remove_file(derived_path(source), failures):
+            removed.append(derived_path(source))
+        _records.forget(source, failures)  # bookkeeping: not listed
+    removed += drop_obsolete(source, failed=failures)
+    if failed is None and failures:
+        raise clear_error(removed, failures)
+    return removed
+
+
+def clear_error(removed: list[Path], failed: Failures) -> ClearCacheError:
+    """The error of a removal that left some files in place."""
+    lines = "".join(f"\n  {path}: {why}" for path, why in failed)
+    msg = (
+        f"Removed {len(removed)} file(s), but {len(failed)} could not be removed and were left "
+        f"as they were:{lines}\nFree them (or make the folder writable), then remove them again "
+        "(`wsl-images cache clear NAME`)."
+    )
+    return ClearCacheError(msg, removed, failed)
 
 
 def _obtain(
@@ -147,6 +185,7 @@ def _obtain(
         )
         raise OfflineError(msg)
     _require_download_packages(filename, folder)
+    opts = options or TransferOptions.from_env()  # a bad knob fails before anything is touched
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -158,7 +197,7 @@ def _obtain(
             return target, sha
         cleanup_stale(folder)
         try:
-            sha = _fetch(url, target, expected, progress, options or TransferOptions.from_env())
+            sha = _fetch(url, target, expected, progress, opts)
         except UnreachableError as exc:
             host = urlsplit(url).hostname or url
             msg = (
@@ -192,14 +231,14 @@ def check_source(
         return None
     record = _records.read(target)
     reference = expected or (record.sha256 if record is not None else None)
-    trusted = record is not None and record.vouches_for(target)
-    if record is not None and trusted:
-        sha = record.sha256
+    known = _records.trusted_sha256(target, record)
+    if known is not None:
+        sha = known
     else:
         log.info("Verifying %s (sha256 of the whole file, once)", target)
         sha = _records.sha256_of(target)
     if reference is None or sha.startswith(reference):
-        if not trusted:
+        if known is None:
             _records.remember(target, sha)
         if hash_prefix_of(target.name) is None:
             log.warning("%s has no sha256 prefix in its name: used unverified", target.name)
@@ -212,7 +251,11 @@ def check_source(
     log.warning(
         "Cached %s has sha256 %s, expected %s...: downloading it again", target, sha, reference
     )
-    remove_source(target)
+    failed: Failures = []
+    _records.forget(target, failed, bad=True)
+    remove_source(target, failed=failed)
+    for path, why in failed:  # the download replaces it, or says why it cannot
+        log.warning("Could not remove %s: %s", path, why)
     return None
 
 
@@ -237,22 +280,28 @@ def _fetch(
 
     show = progress and sys.stderr.isatty()
     try:
-        with atomic_file(target) as tmp:
+        with atomic_file(target, heartbeat=True) as tmp:
             with tqdm(
                 unit="B", unit_scale=True, unit_divisor=1024, desc=target.name, disable=not show
             ) as bar:
-                actual = fetch(url, tmp.fd, opts, bar)
+                actual = fetch(url, tmp.path, tmp.fd, opts, bar)
             if expected is not None and not actual.startswith(expected):
                 msg = download_mismatch(url, target.name, expected, actual)
                 raise HashMismatchError(msg)
     except OSError as exc:
-        if isinstance(exc, DownloadError):
+        if isinstance(exc, WslImagesError):  # ours, with its message (e.g. FileInUseError)
             raise
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            needed = getattr(exc, "needed", None)
+            msg = no_space_message(target.parent, target.name, exc, needed)
+        elif exc.errno == errno.ESTALE or (
+            isinstance(exc, FileNotFoundError) and is_temp_name(Path(exc.filename or "").name)
+        ):
             msg = (
-                f"No space left in {str(target.parent)!r} for {target.name} ({exc}). The partial "
-                "download was removed and the cache is unchanged. Free some space, or point "
-                "WSL_IMAGES_CACHE at a larger disk."
+                f"The temp file of this download of {target.name} was removed while it was being "
+                f"written ({exc}): another process judged it abandoned (a download touches it "
+                "every 30 s and is judged abandoned after 10 min without: was this process "
+                "suspended?) or the folder was cleaned. Nothing was published; try again."
             )
         elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             msg = (

@@ -18,12 +18,15 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import threading
 import time
 from collections import deque
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from ._fileio import PositionalFile
 from ._hasher import PrefixHasher
 from ._http import (
     AbortedError,
@@ -41,7 +44,7 @@ from ._pieces import Piece, Plan
 if TYPE_CHECKING:
     import requests
 
-__all__ = ["Bar", "fetch"]
+__all__ = ["Bar", "NoSpaceError", "fetch", "reserve"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,14 @@ class Bar(Protocol):
     def reset(self, total: float | None = None) -> None: ...
 
 
+class NoSpaceError(OSError):
+    """The disk is full (ENOSPC, EDQUOT); ``needed`` is the file's size (None: not announced)."""
+
+    def __init__(self, code: int, detail: str, needed: int | None) -> None:
+        super().__init__(code, detail)
+        self.needed = needed
+
+
 class _RestartError(Exception):
     """The server answered a ranged request with the whole file (200): start over with it."""
 
@@ -66,27 +77,44 @@ class _RestartError(Exception):
         self.response, self.cause = response, cause
 
 
-def fetch(url: str, fd: int, opts: TransferOptions, bar: Bar) -> str:
-    """Download ``url`` into ``fd`` (an empty file); return the sha256 hex digest."""
-    session = new_session()
-    resp = retrying(lambda: _probe(session, url, opts), url=url, opts=opts)
-    restarts = 0
-    while True:
-        try:
-            return _Transfer(url, fd, opts, bar, session).run(resp)
-        except _RestartError as restart:
-            # Each restart throws away what arrived: it counts against the retry budget.
-            restarts += 1
-            if restarts > opts.retries:
-                restart.response.close()
-                msg = (
-                    f"Download of {url!r} failed after {opts.retries} retries: the server ignores "
-                    f"Range requests, so each drop restarts the file; the last: {restart.cause}"
-                )
-                raise RetriesExhaustedError(msg) from restart
-            log.info("%s ignored a Range request: restarting from byte 0", url)
-            os.ftruncate(fd, 0)
-            resp = restart.response
+def fetch(url: str, path: Path, fd: int, opts: TransferOptions, bar: Bar) -> str:
+    """Download ``url`` into ``path``, an empty file open as ``fd``; return the sha256 hex digest.
+
+    Every session, response, handle and thread it opens is closed or joined when it returns or
+    raises.
+    """
+    with new_session() as session, PositionalFile(path, fd) as file:
+        resp = retrying(lambda: _probe(session, url, opts), url=url, opts=opts)
+        restarts = 0
+        while True:
+            transfer = _Transfer(url, file, opts, bar, session)
+            try:
+                return transfer.run(resp)
+            except NoSpaceError:
+                resp.close()
+                raise
+            except OSError as exc:
+                resp.close()
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise NoSpaceError(exc.errno, exc.strerror or str(exc), transfer.size) from exc
+            except _RestartError as restart:
+                # Each restart throws away what arrived: it counts against the retry budget.
+                restarts += 1
+                resp = restart.response
+                if restarts > opts.retries:
+                    resp.close()
+                    msg = (
+                        f"Download of {url!r} failed after {opts.retries} retries: the server "
+                        "ignores Range requests, so each drop restarts the file; the last: "
+                        f"{restart.cause}"
+                    )
+                    raise RetriesExhaustedError(msg) from restart
+                log.info("%s ignored a Range request: restarting from byte 0", url)
+                os.ftruncate(fd, 0)
+            except BaseException:
+                resp.close()  # unread if the failure came before a worker took it: close it
+                raise
 
 
 def _probe(session: requests.Session, url: str, opts: TransferOptions) -> requests.Response:
@@ -105,9 +133,14 @@ class _Transfer:
     """One attempt at the whole file, from a first response at byte 0."""
 
     def __init__(
-        self, url: str, fd: int, opts: TransferOptions, bar: Bar, session: requests.Session
+        self,
+        url: str,
+        file: PositionalFile,
+        opts: TransferOptions,
+        bar: Bar,
+        session: requests.Session,
     ) -> None:
-        self.url, self.fd, self.opts, self.bar, self.session = url, fd, opts, bar, session
+        self.url, self.file, self.opts, self.bar, self.session = url, file, opts, bar, session
         self.abort = threading.Event()
         self.ranged = False  # the server honours Range: pieces can be handed to helpers
         self.plan = Plan(_UNKNOWN, piece_size=_UNKNOWN, min_piece=opts.min_piece)
@@ -123,7 +156,7 @@ class _Transfer:
             return _EMPTY_SHA256
         total = self._size(resp)
         if total is not None:
-            reserve(self.fd, total)
+            reserve(self.file, total)
             # About four pieces per connection: the last ones are small and end together.
             size = max(
                 self.opts.min_piece, min(self.opts.part_size, total // (4 * self.opts.parts))
@@ -141,27 +174,30 @@ class _Transfer:
             resp.close()
             return _EMPTY_SHA256
         workers = self.opts.parts if self.ranged else 1
-        hasher = PrefixHasher(self.fd, self.plan.cond, self.plan.frontier, self.abort)
-        with ThreadPoolExecutor(workers + 1, thread_name_prefix="wsl-images-dl") as pool:
-            hashing = pool.submit(hasher.run)
-            futures = [pool.submit(self._worker, self.session, first, resp)]
-            try:
-                if workers > 1 and self._first_is_slow(futures):
-                    self.helpers = True
-                    futures += [
-                        pool.submit(self._worker, new_session(), None, None)
-                        for _ in range(workers - 1)
-                    ]
-                self._wait(futures)
-                with self.plan.cond:
-                    self._check_complete()
-                    hasher.finish()
-                digest = hashing.result()
-            except BaseException:  # a failure, or Ctrl-C: stop every thread, then report
-                self._stop()
-                raise
-        hasher.join()
-        return digest
+        hasher = PrefixHasher(self.file, self.plan.cond, self.plan.frontier, self.abort)
+        try:
+            with ThreadPoolExecutor(workers + 1, thread_name_prefix="wsl-images-dl") as pool:
+                hashing = pool.submit(hasher.run)
+                futures = [pool.submit(self._worker, self.session, first, resp)]
+                try:
+                    if workers > 1 and self._first_is_slow(futures):
+                        self.helpers = True
+                        futures += [pool.submit(self._helper) for _ in range(workers - 1)]
+                    self._wait(futures)
+                    with self.plan.cond:
+                        self._check_complete()
+                        hasher.finish()
+                    return hashing.result()
+                except BaseException:  # a failure, or Ctrl-C: stop every thread, then report
+                    self._stop()
+                    raise
+        finally:
+            hasher.join()  # its write-back uses the descriptor, which our caller closes next
+
+    @property
+    def size(self) -> int | None:
+        """The file's size, once known."""
+        return None if self.plan.total == _UNKNOWN else self.plan.total
 
     def _size(self, resp: requests.Response) -> int | None:
         """The file's size from the first response (None: not announced)."""
@@ -228,6 +264,11 @@ class _Transfer:
         self.abort.set()
         with self.plan.cond:
             self.plan.cond.notify_all()
+
+    def _helper(self) -> None:
+        """A connection opened beside the first: a session of its own, closed at its end."""
+        with new_session() as session:
+            self._worker(session, None, None)
 
     def _worker(
         self, session: requests.Session, piece: Piece | None, resp: requests.Response | None
@@ -332,7 +373,7 @@ class _Transfer:
                 offset, count = self.plan.claim(piece, len(view), extendable=extendable)
             if count == 0:
                 return False
-            pwrite_all(self.fd, view[:count], offset)
+            self.file.write_at(view[:count], offset)
             with self.plan.cond:
                 piece.written += count
                 self.received += count
@@ -343,22 +384,16 @@ class _Transfer:
         return True
 
 
-def reserve(fd: int, total: int) -> None:
+def reserve(file: PositionalFile, total: int) -> None:
     """Check and reserve the space up front, so a full disk fails before any byte is fetched."""
-    st = os.fstatvfs(fd)
-    free = st.f_bavail * st.f_frsize
+    free = shutil.disk_usage(file.path.parent).free
     if total > free:
-        raise OSError(errno.ENOSPC, f"{total} bytes needed, {free} free")
+        raise NoSpaceError(errno.ENOSPC, f"{total} bytes needed, {free} free", total)
+    allocate = getattr(os, "posix_fallocate", None)  # not on macOS or Windows: writes will tell
+    if allocate is None:
+        return
     try:
-        os.posix_fallocate(fd, 0, total)
+        allocate(file.fd, 0, total)
     except OSError as exc:  # unsupported here (some network filesystems): writes will tell
-        if exc.errno == errno.ENOSPC:
-            raise
-    except AttributeError:  # pragma: no cover - not on every platform
-        pass
-
-
-def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    while data:
-        written = os.pwrite(fd, data, offset)
-        data, offset = data[written:], offset + written
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NoSpaceError(exc.errno, exc.strerror or str(exc), total) from exc

@@ -106,8 +106,18 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _clear(args: argparse.Namespace) -> int:
-    from ..cache import clear_cache
+    import sys
 
-    for path in clear_cache(args.names or None):
+    from ..cache import clear_cache
+    from ..errors import ClearCacheError
+
+    try:
+        removed = clear_cache(args.names or None)
+    except ClearCacheError as exc:  # the rest was removed: say what, then what was left
+        for path in exc.removed:
+            print(f"removed {path}")
+        print(f"wsl-images cache: error: {exc}", file=sys.stderr)
+        return 1
+    for path in removed:
         print(f"removed {path}")
     return 0
