@@ -38,8 +38,11 @@ sys.path.insert(0, str(REPO))
 from generated import MODEL, checkpoint, photo  # noqa: E402
 
 from wsl_images import evaluate  # noqa: E402
-from wsl_images.evaluation import default_batch_size  # noqa: E402
-from wsl_images.layouts import imagenet_wnids, scan  # noqa: E402
+from wsl_images.evaluation import (  # noqa: E402
+    default_batch_size,
+    imagenet_wnids,
+    scan,
+)
 from wsl_images.models import get_model  # noqa: E402
 
 WORK = REPO / "benchmarks" / ".work"

@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageFilter
 
 from wsl_images.models import build_model
-from wsl_images.registry import get_weights
+from wsl_images.zoo import get_weights
 
 MODEL = "resnet50_ssl"
 

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from wsl_images.models import build_model  # noqa: E402
-from wsl_images.registry import get_weights  # noqa: E402
+from wsl_images.zoo import get_weights  # noqa: E402
 
 WORK = REPO / "benchmarks" / ".work"
 MODES = ("wsl_images", "mmap=True", "fp32 + half", "torchvision")

@@ -59,7 +59,7 @@ with torch.no_grad():
 """
 
 OURS = """
-import wsl_images, wsl_images.models, wsl_images.loading, wsl_images.cache
+import wsl_images, wsl_images.models, wsl_images.checkpoints, wsl_images.cache
 t0 = time.perf_counter()
 model = wsl_images.get_model(name, checkpoint_path=url, progress=False).eval()
 t_ready = time.perf_counter()
@@ -108,7 +108,7 @@ def make_checkpoint(name: str, folder: Path) -> Path:
     import torch
 
     from wsl_images.models import build_model
-    from wsl_images.registry import get_weights
+    from wsl_images.zoo import get_weights
 
     stem = get_weights(name).filename.rsplit("-", 1)[0]
     existing = sorted(folder.glob(f"{stem}-*.pth"))
@@ -148,7 +148,7 @@ def run(code: str, path: Path, name: str, extra: str = "") -> dict[str, float]:
 
 def _width(name: str) -> int:
     sys.path.insert(0, str(ROOT))
-    from wsl_images.registry import get_weights
+    from wsl_images.zoo import get_weights
 
     arch = get_weights(name).arch
     if arch.layers != (3, 4, 23, 3) or arch.groups != 32:

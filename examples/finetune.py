@@ -30,7 +30,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 import wsl_images
-from wsl_images.registry import IMAGENET_MEAN, IMAGENET_STD
+from wsl_images.zoo import IMAGENET_MEAN, IMAGENET_STD
 
 CHECKPOINT = "checkpoint.pth"
 

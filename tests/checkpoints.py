@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from wsl_images.models import build_model
-from wsl_images.registry import get_weights
+from wsl_images.zoo import get_weights
 
 
 def random_state_dict(name: str = "resnet18_ssl", seed: int = 0) -> dict[str, torch.Tensor]:

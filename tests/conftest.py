@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from checkpoints import random_state_dict, save_hashed
 from server import FileServer
 
-from wsl_images import registry
+from wsl_images.zoo import _registry as registry
 
 REPO = Path(__file__).resolve().parents[1]
 

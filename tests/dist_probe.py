@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import dist_sim
 
-from wsl_images import shards
-from wsl_images.atomic import TempFile
+from wsl_images._util import TempFile
 from wsl_images.cli import main
+from wsl_images.jobs import _shards as shards
 
 COLLECTIVES = [
     "all_gather",

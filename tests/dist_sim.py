@@ -23,10 +23,10 @@ from typing import Any
 
 import torch.distributed as dist
 
-import wsl_images.bulk
-import wsl_images.evaluation
-import wsl_images.inputs
-from wsl_images.predict import Classifier
+import wsl_images.evaluation._evaluate
+import wsl_images.inference
+import wsl_images.jobs._run
+from wsl_images.inference import Classifier
 
 COLLECTIVES = [
     "all_gather",
@@ -61,9 +61,11 @@ def apply() -> Callable[[], None]:
         _refuse_cpu_collectives()
     if rank == 0 and "SIM_SLOW_LISTING" in os.environ:
         seconds = float(os.environ["SIM_SLOW_LISTING"])
-        wsl_images.inputs.iter_inputs = _slow(wsl_images.inputs.iter_inputs, seconds)
-        wsl_images.bulk.iter_inputs = _slow(wsl_images.bulk.iter_inputs, seconds)
-        wsl_images.evaluation.scan = _slow(wsl_images.evaluation.scan, seconds)
+        # Wherever a listing looks the function up: the package's face and the sharded run.
+        slow = _slow(wsl_images.inference.iter_inputs, seconds)
+        wsl_images.inference.iter_inputs = slow  # type: ignore[attr-defined]
+        wsl_images.jobs._run.iter_inputs = slow
+        wsl_images.evaluation._evaluate.scan = _slow(wsl_images.evaluation._evaluate.scan, seconds)
     if local_rank == 0 and "SIM_SLOW_BUILD" in os.environ:
         seconds = float(os.environ["SIM_SLOW_BUILD"])
         Classifier.__init__ = _slow(Classifier.__init__, seconds)  # type: ignore[method-assign]

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wsl_images import get_model
-from wsl_images.loading import read_state_dict
+from wsl_images.checkpoints import read_state_dict
 
 
 def _status() -> dict[str, int]:
@@ -33,6 +33,8 @@ def main() -> None:
     path, name, dtype_name = sys.argv[1:4]
     mmap = sys.argv[4:5] == ["mmap"]
     dtype = getattr(torch, dtype_name)
+    # Imports happen before the window: a model built on meta imports what a load needs.
+    get_model(name, pretrained=False, device="meta")
     source = read_state_dict(Path(path), mmap=True)  # either format, no anonymous copy
     fp32 = sum(t.numel() * t.element_size() for t in source.values() if t.is_floating_point())
     del source

@@ -80,7 +80,7 @@ def test_legacy_names_build_the_architecture_they_name() -> None:
 
 
 def test_alias_is_logged_with_the_model_it_names(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="wsl_images.registry"):
+    with caplog.at_level(logging.INFO, logger="wsl_images.zoo._registry"):
         get_weights("ig_resnext101_32x48d")
         get_weights("resnext101_32x48d_wsl")  # a model name: nothing to say
     assert [r.getMessage() for r in caplog.records] == [

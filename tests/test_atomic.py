@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from imagegen import photo
 
-from wsl_images import atomic, temps
+from wsl_images._util import _atomic as atomic
+from wsl_images._util import _temps as temps
 from wsl_images.errors import FileInUseError
 
 FILES = Path(__file__).parent
@@ -60,7 +61,7 @@ def test_folder_moves_every_file_the_named_one_last(tmp_path: Path) -> None:
 
 _HOLD = """
 import sys, time
-from wsl_images.atomic import atomic_file, atomic_folder
+from wsl_images._util import atomic_file, atomic_folder
 with ({kind})(sys.argv[1]) as tmp:
     print("ready", flush=True)
     time.sleep(600)

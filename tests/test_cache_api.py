@@ -20,9 +20,9 @@ from wsl_images import (
     download,
     get_model,
     scan_cache,
-    temps,
     verify_cache,
 )
+from wsl_images._util import host_id
 from wsl_images.cache import _records, get_cache_dir, loadable
 from wsl_images.cache._paths import derived_path
 
@@ -91,7 +91,7 @@ def test_clear_by_name_and_everything(filled: dict[str, Path], isolated_cache: P
         capture_output=True,
         text=True,
     )
-    stale = isolated_cache / f".x.pth~{temps.host_id()}~{int(dead.stdout)}~00ff.part"
+    stale = isolated_cache / f".x.pth~{host_id()}~{int(dead.stdout)}~00ff.part"
     stale.write_bytes(b"a killed download")
     assert clear_cache() == [stale, filled["zip"]]
     assert sorted(p.name for p in isolated_cache.iterdir()) == [".wsl-images", "someone-elses.pth"]

@@ -24,7 +24,8 @@ import pytest
 import urllib3
 from faultserver import Faults, FaultServer
 
-from wsl_images import atomic, cache
+from wsl_images import cache
+from wsl_images._util import _atomic as atomic
 from wsl_images.cache import TransferOptions, _records
 from wsl_images.errors import DownloadError
 

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from faultserver import FaultServer
 
-from wsl_images import atomic, cache, temps
+from wsl_images import cache
+from wsl_images._util import _atomic as atomic
+from wsl_images._util import _temps as temps
 from wsl_images.cache import TransferOptions, _fileio, _transfer
 from wsl_images.errors import DownloadError
 

@@ -21,7 +21,7 @@ from server import FileServer
 
 from wsl_images import Classifier, HashMismatchError, evaluate, export_model, get_model
 from wsl_images.cli import main
-from wsl_images.layouts import imagenet_wnids
+from wsl_images.evaluation import imagenet_wnids
 
 NAME = "ckpt-epoch-10.pth"
 SWITCH = "check_hash=False (CLI: --no-check-hash)"

@@ -12,7 +12,7 @@ import pytest
 from server import FileServer
 
 from wsl_images.cli import main
-from wsl_images.registry import list_models
+from wsl_images.zoo import list_models
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "images" / "chelsea.jpg"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from wsl_images import Classifier, InvalidInputError, get_model
-from wsl_images.devices import available_devices, resolve_device
+from wsl_images.zoo import available_devices, resolve_device
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 _MISSING_CUDA = r"(built without CUDA support|CUDA is not available \(no NVIDIA GPU or driver)"

@@ -23,11 +23,10 @@ from server import FileServer
 
 from wsl_images import evaluate
 from wsl_images.cli import main
-from wsl_images.images import load_image
-from wsl_images.layouts import imagenet_wnids
-from wsl_images.pipeline import make_loader
-from wsl_images.registry import get_weights
-from wsl_images.transforms import geometry as geometry_of
+from wsl_images.evaluation import imagenet_wnids
+from wsl_images.inference import load_image, make_loader
+from wsl_images.zoo import geometry as geometry_of
+from wsl_images.zoo import get_weights
 
 Served = tuple[FileServer, dict[str, Path]]
 Pool = tuple[list[Path], torch.Tensor]

@@ -14,7 +14,7 @@ from launch import torchrun, wsl_images_cli
 from server import FileServer
 
 from wsl_images.cli import main
-from wsl_images.layouts import imagenet_wnids
+from wsl_images.evaluation import imagenet_wnids
 
 REPO = Path(__file__).resolve().parents[1]
 Served = tuple[FileServer, dict[str, Path]]

@@ -127,7 +127,7 @@ def test_bad_format_and_missing_folder(tmp_path: Path) -> None:
 
 
 def test_compare_outputs_reports_the_difference() -> None:
-    from wsl_images.export import compare_outputs
+    from wsl_images.export._export import compare_outputs
 
     ref = torch.zeros(2, 3)
     assert compare_outputs(ref + 1e-4, ref, atol=1e-3, rtol=0, what="x") == pytest.approx(1e-4)
@@ -144,7 +144,7 @@ def test_compare_outputs_reports_the_difference() -> None:
 def external_data(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every ONNX export keeps its weights in an external data file (as models over 1.5 GB)."""
     pytest.importorskip("onnxruntime")
-    monkeypatch.setattr("wsl_images.export._EXTERNAL_DATA_BYTES", 0)
+    monkeypatch.setattr("wsl_images.export._export._EXTERNAL_DATA_BYTES", 0)
 
 
 @pytest.fixture(scope="module")
@@ -251,12 +251,12 @@ def test_onnx_replace_killed_between_renames_leaves_old_or_new(
 
     # Killed after the graph's rename, before the old data is removed: entirely new.
     monkeypatch.setattr(
-        "wsl_images.export.remove_stale_data", lambda target: _raise(KeyboardInterrupt())
+        "wsl_images.export._export.remove_stale_data", lambda target: _raise(KeyboardInterrupt())
     )
     with pytest.raises(KeyboardInterrupt):
         _export(new, out)
     monkeypatch.undo()
-    monkeypatch.setattr("wsl_images.export._EXTERNAL_DATA_BYTES", 0)
+    monkeypatch.setattr("wsl_images.export._export._EXTERNAL_DATA_BYTES", 0)
     locations, got = _on_disk(out)
     assert first.data_path.name not in locations and _same(got, new)
 

@@ -11,7 +11,7 @@ from server import FileServer
 
 import wsl_images
 from wsl_images import FeatureExtractor, InvalidInputError, get_model, list_models
-from wsl_images.registry import get_weights
+from wsl_images.zoo import get_weights
 
 Served = tuple[FileServer, dict[str, Path]]
 STRIDES = [2, 4, 8, 16, 32]

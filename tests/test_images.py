@@ -10,7 +10,7 @@ from imagegen import RED, photo, write_bad, write_good
 from PIL import Image
 
 from wsl_images.errors import ImageDecodeError, InvalidInputError
-from wsl_images.images import expand_paths, load_image
+from wsl_images.inference import expand_paths, load_image
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,20 @@ from pathlib import Path
 import pytest
 from imagegen import webdataset_members, write_tar
 
-from wsl_images.images import image_extensions, walk_files
-from wsl_images.inputs import Entry, decode, encode, entry_path, iter_inputs, read_lines
-from wsl_images.listing import Listing, ListingInfo, write_listing
-from wsl_images.outdir import INDEX_FILE, LISTING_FILE
-from wsl_images.shards import ShardBatches
-from wsl_images.tars import TarMember
+from wsl_images.inference import (
+    Entry,
+    TarMember,
+    decode,
+    encode,
+    entry_path,
+    image_extensions,
+    iter_inputs,
+    read_lines,
+    walk_files,
+)
+from wsl_images.jobs import INDEX_FILE, LISTING_FILE
+from wsl_images.jobs._listing import Listing, ListingInfo, write_listing
+from wsl_images.jobs._shards import ShardBatches
 
 
 def _touch(root: Path, names: list[str]) -> None:

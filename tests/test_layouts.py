@@ -9,7 +9,7 @@ from imagegen import photo
 from torchvision.models import ResNet50_Weights
 
 from wsl_images.errors import InvalidInputError
-from wsl_images.layouts import imagenet_wnids, sample, scan
+from wsl_images.evaluation import imagenet_wnids, sample, scan
 
 # torchvision disambiguates two names that WordNet spells plainly.
 _RENAMED = {134: "crane", 639: "maillot"}

@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from wsl_images import CheckpointError, layout, legacy_format
-from wsl_images.loading import read_state_dict
-from wsl_images.mapping import map_file
+from wsl_images import CheckpointError
+from wsl_images.checkpoints import _layout as layout
+from wsl_images.checkpoints import _legacy as legacy_format
+from wsl_images.checkpoints import read_state_dict
+from wsl_images.checkpoints._mapping import map_file
 
 
 def _save_legacy(obj: object, path: Path) -> Path:
@@ -217,7 +219,7 @@ def test_without_torchs_private_parts_loads_fall_back_to_torch_load(
     evil = tmp_path / "evil.pth"
     torch.save({"w": _Evil()}, evil, pickle_module=pickle, _use_new_zipfile_serialization=False)
     remove(monkeypatch)
-    with caplog.at_level(logging.WARNING, logger="wsl_images.legacy_format"):
+    with caplog.at_level(logging.WARNING, logger="wsl_images.checkpoints._legacy"):
         state = read_state_dict(path, mmap=mmap)
     assert "Reading mixed.pth with torch.load(weights_only=True): the fast reader failed" in (
         caplog.text
@@ -244,7 +246,7 @@ def test_without_pread_legacy_files_load_the_same(
     reference = torch.load(path, weights_only=True)
     _, offsets = legacy_format.load(path, mmap=mmap)
     monkeypatch.delattr(os, "pread", raising=False)
-    with caplog.at_level(logging.INFO, logger="wsl_images.legacy_format"):
+    with caplog.at_level(logging.INFO, logger="wsl_images.checkpoints._legacy"):
         state, again = legacy_format.load(path, mmap=mmap)
     assert caplog.text == ""  # no fallback to torch.load
     assert sorted(again.values()) == sorted(offsets.values())  # storages placed the same

@@ -1,4 +1,4 @@
-"""ruff and mypy run as part of the test command, so CI keeps them."""
+"""ruff, mypy and import-linter (the layers) run as part of the test command, so CI keeps them."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ def _tool(name: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "args",
-    [["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"]],
-    ids=["ruff-check", "ruff-format", "mypy"],
+    [["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"], ["lint-imports"]],
+    ids=["ruff-check", "ruff-format", "mypy", "import-linter"],
 )
 def test_clean(args: list[str]) -> None:
     result = subprocess.run(

@@ -20,8 +20,10 @@ from checkpoints import random_state_dict
 from evalsets import write_photos
 from PIL import Image
 
-from wsl_images import CheckpointError, Classifier, evaluate, export_model, get_model, loading
-from wsl_images.layouts import imagenet_wnids
+import wsl_images.checkpoints
+from wsl_images import CheckpointError, Classifier, evaluate, export_model, get_model
+from wsl_images.checkpoints import _reader as loading
+from wsl_images.evaluation import imagenet_wnids
 
 REPO = Path(__file__).resolve().parents[1]
 FORMATS = ["legacy", "zip"]
@@ -122,7 +124,9 @@ def test_evaluate_and_export_pass_mmap_to_the_loader(
         seen.append(mmap)
         return real(where, mmap=mmap)
 
-    monkeypatch.setattr(loading, "read_state_dict", recorded)
+    monkeypatch.setattr(
+        wsl_images.checkpoints, "read_state_dict", recorded
+    )  # as models.py finds it
     photos = write_photos(tmp_path / "photos", 2)
     folder = tmp_path / "val" / imagenet_wnids()[0]
     folder.mkdir(parents=True)
@@ -278,7 +282,7 @@ def test_an_io_error_says_what_failed(
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(os, "pread", failing)
-    with caplog.at_level(logging.WARNING, logger="wsl_images.legacy_format"):
+    with caplog.at_level(logging.WARNING, logger="wsl_images.checkpoints._legacy"):
         state = loading.read_state_dict(path)  # torch.load, which does not use pread, reads it
     assert torch.equal(state["fc.weight"], state18["fc.weight"])
     assert "the fast reader failed (OSError: [Errno 5] Input/output error)" in caplog.text

@@ -8,9 +8,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from wsl_images.distributed import Context, init_from_env
+from wsl_images.distributed import Context, gpu_for_rank, init_from_env
 from wsl_images.errors import InvalidInputError
-from wsl_images.placement import gpu_for_rank
 
 CUDA = torch.device("cuda")
 

@@ -12,8 +12,8 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from wsl_images import Classifier
 from wsl_images.errors import ImageDecodeError, InvalidInputError
-from wsl_images.images import load_image
-from wsl_images.registry import get_weights
+from wsl_images.inference import load_image
+from wsl_images.zoo import get_weights
 
 Served = tuple[FileServer, dict[str, Path]]
 

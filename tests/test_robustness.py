@@ -6,7 +6,7 @@ import pytest
 
 from wsl_images import get_weights, list_models
 from wsl_images.cli import main
-from wsl_images.registry import _ROBUSTNESS, robustness
+from wsl_images.zoo._registry import _ROBUSTNESS, robustness
 
 SETS = ("imagenet_v2", "imagenet_r", "imagenet_a", "imagenet_sketch")
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from wsl_images import shards
-from wsl_images.atomic import TempFile
-from wsl_images.predict import Outcome, Prediction
-from wsl_images.shards import ShardSink
+from wsl_images._util import TempFile
+from wsl_images.inference import Outcome, Prediction
+from wsl_images.jobs import _shards as shards
+from wsl_images.jobs._shards import ShardSink
 
 INPUTS = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]
 

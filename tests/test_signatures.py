@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import wsl_images
-from wsl_images import docs, get_model
+from wsl_images import get_model
+from wsl_images import zoo as docs
 from wsl_images.models import entrypoints
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import wsl_images
-from wsl_images import docs, get_weights, list_models
+from wsl_images import get_weights, list_models
+from wsl_images import zoo as docs
 from wsl_images.cli._models import listing
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,9 +11,8 @@ import pytest
 from imagegen import webdataset_members, write_bad, write_good, write_tar
 
 from wsl_images.errors import ImageDecodeError
-from wsl_images.images import load_image
-from wsl_images.pipeline import prepare
-from wsl_images.tars import TarMember, iter_members
+from wsl_images.inference import TarMember, iter_members, load_image
+from wsl_images.inference._pipeline import prepare
 
 
 def _names(archive: Path) -> list[str]:

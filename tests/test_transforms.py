@@ -12,10 +12,10 @@ from server import FileServer
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.functional import pil_to_tensor
 
-from wsl_images import Classifier, get_weights, registry
+from wsl_images import Classifier, get_weights
 from wsl_images.cli import main
-from wsl_images.registry import Preprocessing
-from wsl_images.transforms import eval_transforms, geometry, normalization
+from wsl_images.zoo import Preprocessing, eval_transforms, geometry, normalization
+from wsl_images.zoo import _registry as registry
 
 Served = tuple[FileServer, dict[str, Path]]
 ODD = Preprocessing(resize=40, crop=32, interpolation="bicubic", mean=(0.5,) * 3, std=(0.25,) * 3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wsl_images.docs import update_readme
+from wsl_images.zoo import update_readme
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

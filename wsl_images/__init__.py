@@ -3,9 +3,10 @@
 >>> import wsl_images
 >>> model = wsl_images.get_model("resnext101_32x8d_wsl").eval()
 
-Importing the package is cheap: the registry and the errors are plain Python, and everything
-that needs torch (models, the cache, Classifier, export, the 16 entrypoints) is imported on
-first use (PEP 562), so ``wsl-images list`` never waits for torch.
+Importing the package is cheap: the model table and the errors are plain Python, and everything
+that needs torch (models, Classifier, evaluate, export) is imported on first use (PEP 562), so
+``wsl-images list`` never waits for torch. The package is laid out by concern; each folder's
+``__init__`` says what it owns (``docs/architecture.md`` draws the layers).
 """
 
 from __future__ import annotations
@@ -29,16 +30,16 @@ from .errors import (
     UnreachableError,
     WslImagesError,
 )
-from .registry import Weights, get_weights, list_models
+from .zoo import Weights, get_weights, list_models
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from .cache import BadFile, CacheEntry, clear_cache, download, scan_cache, verify_cache
     from .evaluation import EvalResult, evaluate
     from .export import export_model
-    from .features import FeatureExtractor, FeatureInfo
+    from .inference import Classifier
+    from .jobs import EmbeddingMatrix, ResultRow, read_embeddings, read_results
     from .models import entrypoints, get_model
-    from .predict import Classifier
-    from .results import EmbeddingMatrix, ResultRow, read_embeddings, read_results
+    from .zoo import FeatureExtractor, FeatureInfo
 
 __version__ = "0.1.0"
 
@@ -46,20 +47,20 @@ __version__ = "0.1.0"
 _LAZY = {
     "BadFile": "cache",
     "CacheEntry": "cache",
-    "Classifier": "predict",
-    "EmbeddingMatrix": "results",
+    "Classifier": "inference",
+    "EmbeddingMatrix": "jobs",
     "EvalResult": "evaluation",
-    "FeatureExtractor": "features",
-    "FeatureInfo": "features",
-    "ResultRow": "results",
+    "FeatureExtractor": "zoo",
+    "FeatureInfo": "zoo",
+    "ResultRow": "jobs",
     "clear_cache": "cache",
     "download": "cache",
     "entrypoints": "models",
     "evaluate": "evaluation",
     "export_model": "export",
     "get_model": "models",
-    "read_embeddings": "results",
-    "read_results": "results",
+    "read_embeddings": "jobs",
+    "read_results": "jobs",
     "scan_cache": "cache",
     "verify_cache": "cache",
 }

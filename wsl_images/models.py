@@ -1,121 +1,59 @@
 """Architectures on torchvision's ResNet, ``get_model`` and the 16 generated entrypoints.
 
+The face of the zoo: a model name (or alias) becomes a torchvision ResNet holding its weights,
+read from a verified file of the cache (mapped, with its kept layout) or from the user's file.
 The keywords of ``get_model`` and the entrypoints are explicit, typed and keyword-only (the docs
-list them from :data:`wsl_images.docs.KEYWORDS`); overloads make the return type follow
-``features_only``. ``**kwargs`` is only what goes to torchvision's ResNet.
+list them from :data:`wsl_images.zoo.KEYWORDS`); overloads make the return type follow
+``features_only``. ``**kwargs`` is only what goes to torchvision's ResNet. torch is imported
+when a model is built, so the entrypoints (hubconf, ``torch.hub.list``) cost nothing to list.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, overload
 
-import torch
-from torch.overrides import TorchFunctionMode
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
-
-from .channels import RGB, input_conv
-from .docs import docstring
 from .errors import InvalidInputError
-from .features import FeatureExtractor
-from .options import ModelOptions
-from .registry import Architecture, Weights, get_weights, list_models
+from .zoo import Architecture, Weights, docstring, get_weights, list_models
 
-__all__ = ["Entrypoint", "build_model", "entrypoints", "get_model"]
+if TYPE_CHECKING:
+    import torch
+    from torchvision.models.resnet import ResNet
 
-_BLOCKS = {"BasicBlock": BasicBlock, "Bottleneck": Bottleneck}
+    from .checkpoints import StateDict
+    from .zoo import FeatureExtractor, ModelOptions
+
+__all__ = ["Entrypoint", "build_model", "checkpoint_file", "entrypoints", "get_model"]
+
 _IMAGENET_CLASSES = 1000
+_RGB = 3
 PathLike = str | os.PathLike[str]
 log = logging.getLogger(__name__)
 
 
-def _meta_constructors() -> frozenset[Callable[..., Any]] | None:
-    """What ``torch.device("meta")`` places on meta: torch's private list, or None if this
-    torch has it no more (models are then built under ``torch.device("meta")`` itself, a
-    little slower)."""
-    try:
-        from torch.utils._device import _device_constructors
-
-        return frozenset(_device_constructors())
-    except Exception as exc:  # any change of a private API: the public way
-        log.debug("torch.utils._device._device_constructors unusable (%s)", exc)
-        return None
-
-
 def build_model(
-    arch: Architecture, *, num_classes: int = _IMAGENET_CLASSES, in_chans: int = RGB, **kwargs: Any
+    arch: Architecture, *, num_classes: int = _IMAGENET_CLASSES, in_chans: int = _RGB, **kwargs: Any
 ) -> ResNet:
     """A torchvision ResNet of configuration ``arch`` (random init unless built on meta)."""
+    from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+    from .zoo import input_conv
+
+    block = {"BasicBlock": BasicBlock, "Bottleneck": Bottleneck}[arch.block]
     model = ResNet(
-        _BLOCKS[arch.block],
+        block,
         list(arch.layers),
         num_classes=num_classes,
         groups=arch.groups,
         width_per_group=arch.width_per_group,
         **kwargs,
     )
-    if in_chans != RGB:
+    if in_chans != _RGB:
         model.conv1 = input_conv(model.conv1, in_chans)
     return model
-
-
-class _MetaSkeleton(TorchFunctionMode):
-    """Within it, a model is built on the meta device, and in-place init of meta tensors returns
-    at once.
-
-    A model built on the meta device holds no data, yet torchvision's init loop still runs
-    ``kaiming_normal_`` and friends, which on meta go through torch's Python reference kernels:
-    0.1-0.3 s for a ResNeXt-101, on every load, for values the checkpoint replaces anyway.
-    One mode, not ``torch.device("meta")`` plus another: every torch call of the construction
-    passes through each mode, and the second one cost a third of the build time. A mode (not a
-    patch of ``torch.nn.init``), so that it is scoped to this thread and block.
-    """
-
-    _INIT = frozenset(
-        {
-            torch.Tensor.normal_,
-            torch.Tensor.uniform_,
-            torch.Tensor.fill_,
-            torch.Tensor.zero_,
-            # The init functions themselves: skipped whole rather than op by op.
-            torch.nn.init.kaiming_normal_,
-            torch.nn.init.kaiming_uniform_,
-            torch.nn.init.constant_,
-            torch.nn.init.ones_,
-            torch.nn.init.zeros_,
-            torch.nn.init.normal_,
-            torch.nn.init.uniform_,
-        }
-    )
-    _CONSTRUCTORS = _meta_constructors()
-
-    def __torch_function__(
-        self,
-        func: Any,
-        types: Any,
-        args: Sequence[Any] = (),
-        kwargs: dict[str, Any] | None = None,
-    ) -> Any:
-        kwargs = kwargs or {}
-        if func in self._INIT and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
-            return args[0]
-        if self._CONSTRUCTORS and func in self._CONSTRUCTORS and kwargs.get("device") is None:
-            kwargs["device"] = "meta"
-        return func(*args, **kwargs)
-
-
-def _meta_skeleton() -> contextlib.AbstractContextManager[Any]:
-    """The context a model is built in, on meta, without init."""
-    if _MetaSkeleton._CONSTRUCTORS:
-        return _MetaSkeleton()
-    stack = contextlib.ExitStack()
-    stack.enter_context(torch.device("meta"))  # outer: the mode skips init on what it makes
-    stack.enter_context(_MetaSkeleton())
-    return stack
 
 
 def checkpoint_file(
@@ -200,6 +138,10 @@ def get_model(
     Downloaded files (the cache's) are always mapped: the cache replaces them only by rename.
     Every keyword is described in the entrypoints' docstrings (``torch.hub.help``).
     """
+    import torch
+
+    from .zoo import ModelOptions
+
     weights = get_weights(name)
     if num_classes < 1:
         msg = f"num_classes must be a positive integer, got {num_classes!r}."
@@ -241,23 +183,42 @@ def _load(
 ) -> ResNet:
     """The ResNet of ``weights.arch`` holding the state dict in ``path`` (``cached``: a file of
     the cache, mapped, which keeps its layout; else the user's, read unless ``mmap``)."""
-    from . import loading  # only when weights are loaded
+    from .checkpoints import assign_state_dict, read_state_dict
+    from .zoo import meta_skeleton
 
-    if cached:
-        state = loading.read_cached_state_dict(path)
-    else:
-        state = loading.read_state_dict(path, mmap=mmap)
+    state = _cached_state_dict(path) if cached else read_state_dict(path, mmap=mmap)
     opts.adapt_state(state)
     # Built on the meta device: no memory allocated and no random init that would be discarded;
     # assign=True then makes the loaded (memory-mapped) tensors the parameters themselves.
-    with _meta_skeleton():
+    with meta_skeleton():
         model = build_model(weights.arch, num_classes=num_classes, in_chans=opts.in_chans, **kwargs)
     fc = state.get("fc.weight")
     new_head = num_classes != _IMAGENET_CLASSES and (fc is None or fc.shape[0] != num_classes)
-    loading.assign_state_dict(
+    assign_state_dict(
         model, state, source=source, new_head=new_head, dtype=opts.dtype, device=opts.device
     )
     return model
+
+
+def _cached_state_dict(path: Path) -> StateDict:
+    """The state dict of a verified file of the cache, mapped; its layout is kept in the cache.
+
+    The first load parses the file and gives the cache the layout of its tensors (legacy format);
+    later loads map the tensors by that layout and parse nothing.
+    """
+    from . import cache
+    from .checkpoints import map_layout, read_with_layout
+
+    kept = cache.load_layout(path)  # hash-checked, tied to this file's sha256
+    if kept is not None:
+        try:
+            return map_layout(path, kept)
+        except ValueError as exc:  # intact, yet not this file's: from a future version?
+            log.warning("Not using the layout kept for %s (%s): parsing the file", path, exc)
+    state, layout = read_with_layout(path)
+    if layout is not None:
+        cache.keep_layout(path, layout)
+    return state
 
 
 class Entrypoint(Protocol):

@@ -20,7 +20,7 @@ Nothing here imports torch; ``requests`` and ``tqdm`` are imported when a downlo
 
 from __future__ import annotations
 
-from ..registry import hash_prefix_of
+from .._util import hash_prefix_of
 from ._derive import keep_layout, load_layout
 from ._http import TransferOptions
 from ._manage import BadFile, CacheEntry, DerivedFile, clear_cache, scan_cache, verify_cache

@@ -1,6 +1,6 @@
 """Derived files: small data made once from a verified source (a "processor" in pooch's terms).
 
-The one kind today is a legacy-format file's layout (:mod:`wsl_images.layout`): where each tensor
+The one kind today is a legacy-format file's layout (``checkpoints._layout``): where each tensor
 lies in the file, so a later load maps the tensors without parsing the file's pickle again. It
 is kept in the bookkeeping folder, in one file that carries the full sha256 of the source it was
 made from and its own sha256: published atomically, and checked in full on every read (it is a
@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import atomic_file
+from .._util import atomic_file
 from . import _records
 from ._paths import Failures, derived_path, meta_dir, obsolete_copies, remove_file
 

@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import cleanup_stale
+from .._util import cleanup_stale, hash_prefix_of
 from ..errors import UnknownModelError
-from ..registry import get_weights, hash_prefix_of, list_models
+from ..zoo import get_weights, list_models
 from . import _records
 from ._derive import check_derived
 from ._paths import (

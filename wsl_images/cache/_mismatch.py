@@ -9,7 +9,7 @@ wrong: the message names the switch that turns it off, and when that is safe.
 
 from __future__ import annotations
 
-from ..registry import get_weights, list_models
+from ..zoo import get_weights, list_models
 
 __all__ = ["cached_mismatch", "download_mismatch"]
 

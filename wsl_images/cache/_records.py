@@ -34,7 +34,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import atomic_file
+from .._util import atomic_file
 from ._paths import Failures, meta_dir, record_path, remove_file
 
 __all__ = ["Record", "forget", "identity", "read", "remember", "sha256_of", "trusted_sha256"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..temps import BEAT_LOST_S, SILENT_S, TempEntry, host_id, temp_files
+from .._util import BEAT_LOST_S, SILENT_S, TempEntry, host_id, temp_files
 from ._paths import DERIVED, meta_dir
 
 __all__ = ["no_space_message"]

@@ -2,7 +2,7 @@
 
 Safety model (as pooch): download to a temp file of this process in the cache folder, check the
 sha256 prefix carried by the file name, fsync, publish with ``os.replace``
-(:func:`wsl_images.atomic.atomic_file`). A per-file lock makes concurrent processes download
+(:func:`wsl_images._util.atomic_file`). A per-file lock makes concurrent processes download
 once; without it (a filesystem where locks do not work) each process fetches its own copy and
 the last rename wins, with identical, verified content.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from ..atomic import atomic_file, cleanup_stale, is_temp_name
+from .._util import atomic_file, cleanup_stale, hash_prefix_of, is_temp_name
 from ..errors import (
     ClearCacheError,
     DownloadError,
@@ -29,7 +29,7 @@ from ..errors import (
     UnreachableError,
     WslImagesError,
 )
-from ..registry import get_weights, hash_prefix_of
+from ..zoo import get_weights
 from . import _records
 from ._derive import drop_obsolete
 from ._http import RetriesExhaustedError, TransferOptions

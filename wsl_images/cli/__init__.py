@@ -1,5 +1,8 @@
 """The ``wsl-images`` command. Each sub-module registers its subcommands on the shared parser.
 
+Owns: arguments, exit codes and what is printed; it prints what library functions return and
+does no work of its own. May use: every other folder (it is the top layer).
+
 Startup is part of the interface: ``--help``, ``list``, ``info`` and usage errors must answer
 without importing torch or torchvision. So a command's module is imported only when that
 command runs (or its own ``--help`` is asked for); the others appear in the top-level help

@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _download(args: argparse.Namespace) -> int:
     from ..cache import download
     from ..errors import InvalidInputError
-    from ..registry import get_weights, list_models
+    from ..zoo import get_weights, list_models
 
     if bool(args.names) == bool(args.all):
         msg = "give model NAMEs (or URLs) or --all (not both)."
@@ -54,7 +54,7 @@ def _entries(names: list[str]) -> list[CacheEntry]:
     """scan_cache()'s entries named by model names, aliases or file names (all without names)."""
     from ..cache import scan_cache
     from ..errors import UnknownModelError
-    from ..registry import get_weights
+    from ..zoo import get_weights
 
     wanted = set()
     for name in names:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..cache import get_cache_dir
-from ..docs import info_lines
-from ..registry import get_weights, list_models, robustness
+from ..zoo import get_weights, info_lines, list_models, robustness
 
 __all__ = ["listing", "register"]
 

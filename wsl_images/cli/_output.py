@@ -1,6 +1,6 @@
 """Output of classify/embed: atomic files, and one writer per format.
 
-A file named with ``--output`` is written through :func:`wsl_images.atomic.atomic_file`: a temp
+A file named with ``--output`` is written through :func:`wsl_images._util.atomic_file`: a temp
 file beside it, renamed into place when the run ends, so readers never see half a file, a failed
 run leaves the old file untouched and a killed run's temp file is removed by the next run.
 numpy and torch appear in annotations only: importing this module stays cheap.
@@ -16,14 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from ..atomic import atomic_file
+from .._util import atomic_file
 from ..errors import InvalidInputError
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from ..predict import Outcome, Prediction
+    from ..inference import Outcome, Prediction
 
 __all__ = ["ClassifyWriter", "EmbeddingWriter", "check_output", "open_output"]
 

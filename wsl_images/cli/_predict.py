@@ -16,16 +16,15 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..atomic import atomic_file
+from .._util import atomic_file
 from ..errors import InvalidInputError
-from ..outdir import DEFAULT_SHARD_SIZE  # torch-free
-from ..registry import DEFAULT_MODEL
+from ..jobs import DEFAULT_SHARD_SIZE  # torch-free
+from ..zoo import DEFAULT_MODEL
 from ._output import ClassifyWriter, EmbeddingWriter, check_output, open_output
 
 if TYPE_CHECKING:
     from ..distributed import Context
-    from ..inputs import Entry
-    from ..predict import Classifier, Outcome
+    from ..inference import Classifier, Entry, Outcome
 
     Body = Callable[[Context, Classifier, list[Entry], list[str]], int]
 
@@ -127,7 +126,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _items(args: argparse.Namespace) -> Iterator[str]:
     """The inputs as given: arguments (``-``: the lines of stdin), then --files-from lines."""
-    from ..inputs import read_lines
+    from ..inference import read_lines
 
     for item in args.paths:
         if item == "-":
@@ -160,7 +159,7 @@ def _natural(text: str) -> int:
 
 def _inputs(args: argparse.Namespace) -> tuple[list[Entry], str | None]:
     """The inputs in order, or the usage error that stops the run."""
-    from ..inputs import iter_inputs
+    from ..inference import iter_inputs
 
     entries = list(iter_inputs(_items(args)))
     if not entries:
@@ -177,7 +176,7 @@ def _run(args: argparse.Namespace, body: Body) -> int:
     if args.output_dir is not None:
         return _run_sharded(args)
     from ..distributed import init_from_env, shutdown
-    from ..inputs import entry_path
+    from ..inference import entry_path
 
     ctx = init_from_env(args.device)
     try:
@@ -196,9 +195,9 @@ def _run(args: argparse.Namespace, body: Body) -> int:
 
 
 def _run_sharded(args: argparse.Namespace) -> int:
-    """--output-dir: each rank writes its own shards; a rerun resumes (wsl_images.bulk)."""
-    from ..bulk import ShardJob, run_sharded
+    """--output-dir: each rank writes its own shards; a rerun resumes (wsl_images.jobs)."""
     from ..distributed import init_from_env, shutdown
+    from ..jobs import ShardJob, run_sharded
 
     job = ShardJob(
         command=args.command,
@@ -226,7 +225,7 @@ def _run_sharded(args: argparse.Namespace) -> int:
 
 
 def _classifier(args: argparse.Namespace, ctx: Context) -> Classifier:
-    from ..predict import Classifier
+    from ..inference import Classifier
 
     return Classifier(
         args.model,

@@ -1,0 +1,292 @@
+"""Top-1/top-5 accuracy of a model on an ImageNet-style folder, as published evaluations measure it.
+
+Same pipeline as classify (``inference._pipeline``: DataLoader workers decode while the model
+runs, batches, device, autocast), with two differences that published numbers need: JPEGs are
+decoded in full (no draft shortcut), and when the folder holds a subset of the 1000 classes
+(ImageNet-R/A) the top-k runs over those classes' logits only, as the sets' authors evaluate them.
+Unreadable images are counted and listed, never dropped or scored as wrong. Under torch.distributed
+each rank scores its share of the batches; the counts are summed once at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from .._util import progress_bar
+from ..distributed import Context, resolve_device
+from ..errors import ImageDecodeError, InvalidInputError
+from ..inference import Batch, Classifier, make_loader
+from ..zoo import get_weights, robustness
+from ._datasets import EvalSet, imagenet_wnids, sample, scan
+
+__all__ = ["ClassScore", "EvalResult", "Failure", "default_batch_size", "evaluate"]
+
+_LAYOUT_TEXT = {"wordnet": "WordNet-id folders", "index": "class-index folders"}
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """Accuracy on one class (percent of its images); None for a class without images."""
+
+    index: int  # model output
+    wnid: str
+    label: str  # ImageNet category name
+    count: int
+    top1: float | None
+    top5: float | None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An image that could not be read: it is in ``failed``, not in ``count``."""
+
+    path: str
+    error: str
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What :func:`evaluate` measured. Accuracies are percentages of the ``count`` images read."""
+
+    model: str
+    data: str
+    layout: str  # "wordnet" (n01440764/ ...) or "index" (0/ ... 999/)
+    top1: float
+    top5: float
+    count: int  # images scored
+    failed: int  # images that could not be read (listed in ``failures``)
+    per_class: list[ClassScore]  # every class folder, in model output order
+    classes_used: list[int]  # model outputs the top-k ran over: all 1000, or the classes present
+    seconds: float  # wall time of the whole call: scan, model load, evaluation
+    failures: list[Failure]
+    skipped: int  # files in class folders that are not images by extension (not counted)
+    limit: int | None
+    checkpoint: str | None
+    dtype: str
+    device: str
+
+    @property
+    def restricted(self) -> bool:
+        """True when the logits were restricted to a subset of the 1000 classes."""
+        return len(self.classes_used) < len(imagenet_wnids())
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (``--output FILE.json``)."""
+        return {**asdict(self), "restricted": self.restricted}
+
+    def summary(self) -> list[str]:
+        """Lines for a person: the numbers, then the reference numbers to compare them with."""
+        w = get_weights(self.model)
+        classes = f"{len(self.classes_used)} classes" + (
+            ", logits restricted to them" if self.restricted else ""
+        )
+        lines = [
+            f"{self.model} on {self.data} ({_LAYOUT_TEXT[self.layout]}, {classes})",
+            f"top-1 {self.top1:.3f}%  top-5 {self.top5:.3f}%  on {self.count} images",
+            f"unreadable: {self.failed}; non-image files skipped: {self.skipped}; "
+            f"{self.seconds:.1f} s ({self.dtype}, {self.device})",
+            f"reference, ImageNet-1k val: {w.top1:.1f}/{w.top5:.1f} published, "
+            f"{w.top1_remeasured:.3f}/{w.top5_remeasured:.3f} re-measured (timm)",
+            f"reference, timm: {robustness(w.name).describe()}",
+        ]
+        if self.limit is not None:
+            lines.insert(2, f"sample: at most {self.limit} images, spread across classes")
+        if self.checkpoint is not None:
+            lines.insert(1, f"checkpoint: {self.checkpoint} (references: the released file)")
+        return lines
+
+
+def evaluate(
+    name: str,
+    data: str | os.PathLike[str],
+    *,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    check_hash: bool = True,
+    mmap: bool = False,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    context: Context | None = None,
+) -> EvalResult:
+    """Top-1/top-5 of model ``name`` on the labelled folder ``data``.
+
+    ``data``: one folder per class, named by WordNet id (ImageNet val, -Sketch, -R, -A) or by
+    class index 0-999 (ImageNet-V2). ``checkpoint_path``: a local file or URL evaluated instead
+    of the released weights. ``check_hash``: False loads a URL whose name only looks hashed
+    (see :class:`Classifier`). ``batch_size``: None is :func:`default_batch_size`. ``dtype``:
+    "bfloat16"/"float16" run the forward under autocast (GPUs); None/"float32" is full
+    precision. ``limit``: at most that many images, spread across classes (a quick check).
+    ``context``: under torchrun, ``wsl_images.distributed.init_from_env()`` (each rank scores a
+    share; every rank gets the result). Raises ``InvalidInputError`` for an unknown layout,
+    ``ImageDecodeError`` if no image could be read.
+    ``mmap``: map a local ``checkpoint_path`` file instead of reading it (see ``get_model``).
+    """
+    start = time.perf_counter()
+    get_weights(name)  # an unknown name fails before a long folder scan
+    ctx = context or Context()
+    evalset = _scan(ctx, data, limit)
+    where = ctx.device(None if device is None else str(device)) if ctx.active else device
+    where = resolve_device(where)
+    clf = ctx.once_per_node(
+        lambda: Classifier(
+            name,
+            checkpoint_path=checkpoint_path,
+            check_hash=check_hash,
+            mmap=mmap,
+            device=where,
+            batch_size=batch_size or default_batch_size(where),
+            workers=workers,
+            autocast=dtype,
+            progress=progress,
+        )
+    )
+    tally = _run(clf, evalset, ctx, progress)
+    totals, failures = _reduce(ctx, tally)
+    return _result(clf, evalset, totals, failures, start, limit, checkpoint_path)
+
+
+def default_batch_size(device: torch.device) -> int:
+    """8 images per forward on a CPU, 64 on a GPU.
+
+    On a CPU a ResNet-50 batch of 8 keeps its largest activations (26 MB) in the processor's
+    cache; a batch of 32 (103 MB) spills to memory and ran at 0.7x the images/s on the
+    development machine (benchmarks/evaluate.py). A GPU needs big batches to be kept busy.
+    """
+    return 8 if device.type == "cpu" else 64
+
+
+def _scan(ctx: Context, data: str | os.PathLike[str], limit: int | None) -> EvalSet:
+    """Rank 0 walks the folder and shares the set; a bad layout stops every rank."""
+    found: EvalSet | str | None = None
+    if ctx.is_main:
+        try:
+            found = sample(scan(data), limit)
+        except InvalidInputError as exc:
+            found = str(exc)
+    found = ctx.broadcast(found)
+    if not isinstance(found, EvalSet):
+        raise InvalidInputError(str(found))
+    return found
+
+
+class _Tally:
+    """Per-class counts of this rank's images, and its unreadable files."""
+
+    def __init__(self, classes: list[int]) -> None:
+        self.counts = torch.zeros(3, len(imagenet_wnids()), dtype=torch.int64)  # seen, top1, top5
+        self.used = torch.tensor(classes)
+        self.restricted = len(classes) < self.counts.shape[1]
+        self.failures: list[tuple[int, str]] = []
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        scores = logits[:, self.used] if self.restricted else logits
+        top = scores.topk(min(5, scores.shape[1]), dim=1).indices
+        top = self.used[top] if self.restricted else top
+        hits = top == labels[:, None]
+        self.counts[0].index_add_(0, labels, torch.ones_like(labels))
+        self.counts[1].index_add_(0, labels, hits[:, 0].long())
+        self.counts[2].index_add_(0, labels, hits.any(dim=1).long())
+
+    def top1(self) -> float:
+        seen, top1 = int(self.counts[0].sum()), int(self.counts[1].sum())
+        return 100 * top1 / seen if seen else 0.0
+
+
+def _run(clf: Classifier, evalset: EvalSet, ctx: Context, progress: bool) -> _Tally:
+    """Score this rank's batches (global batch b goes to rank b mod world size)."""
+    n, size = len(evalset.files), clf.batch_size
+    order = [i for b in ctx.batches(-(-n // size)) for i in range(b * size, min(n, (b + 1) * size))]
+    loader = make_loader(
+        evalset.files,
+        order,
+        clf.geometry,
+        batch_size=size,
+        workers=min(clf.workers, len(order)),
+        pin_memory=clf.device.type == "cuda",
+        draft=False,  # published numbers decode JPEGs in full
+    )
+    tally = _Tally(list(evalset.classes))
+    labels = torch.tensor(evalset.labels)
+    with progress_bar(len(order), show=progress and ctx.is_main) as bar:
+        for batch in loader:
+            _score(clf, batch, labels, tally)
+            bar.update(len(batch.indices))
+            bar.set_postfix(top1=f"{tally.top1():.2f}%")
+    return tally
+
+
+def _score(clf: Classifier, batch: Batch, labels: torch.Tensor, tally: _Tally) -> None:
+    good = [i for i, err in zip(batch.indices, batch.errors, strict=True) if err is None]
+    tally.failures += [
+        (i, err) for i, err in zip(batch.indices, batch.errors, strict=True) if err is not None
+    ]
+    if batch.images is not None:
+        tally.add(_logits(clf, batch.images).cpu(), labels[good])
+
+
+@torch.inference_mode()
+def _logits(clf: Classifier, images: torch.Tensor) -> torch.Tensor:
+    # The head in float32 on the pooled features, as classify computes its probabilities.
+    logits: torch.Tensor = clf.model.fc(clf.batch_features(images))
+    return logits.float()
+
+
+def _reduce(ctx: Context, tally: _Tally) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+    """Every rank's counts summed and unreadable files gathered, on every rank (over gloo, CPU
+    tensors: whatever the caller's process group, NCCL alone included)."""
+    parts = ctx.gather_all(tally.failures)
+    return ctx.sum(tally.counts), sorted(f for part in parts for f in part)
+
+
+def _result(
+    clf: Classifier,
+    evalset: EvalSet,
+    totals: torch.Tensor,
+    failures: list[tuple[int, str]],
+    start: float,
+    limit: int | None,
+    checkpoint: str | os.PathLike[str] | None,
+) -> EvalResult:
+    seen, top1, top5 = (int(row.sum()) for row in totals)
+    listed = [Failure(str(evalset.files[i]), err) for i, err in failures]
+    if seen == 0:
+        shown = "; ".join(f"{f.path}: {f.error}" for f in listed[:5])
+        msg = f"None of the {len(listed)} images could be read ({shown}). Check the data folder."
+        raise ImageDecodeError(msg)
+    wnids = imagenet_wnids()
+    per_class = [
+        ClassScore(c, wnids[c], clf.categories[c], *_rates(totals[:, c])) for c in evalset.classes
+    ]
+    return EvalResult(
+        model=clf.weights.name,
+        data=str(evalset.root),
+        layout=evalset.layout,
+        top1=100 * top1 / seen,
+        top5=100 * top5 / seen,
+        count=seen,
+        failed=len(listed),
+        per_class=per_class,
+        classes_used=list(evalset.classes),
+        seconds=time.perf_counter() - start,
+        failures=listed,
+        skipped=evalset.skipped,
+        limit=limit,
+        checkpoint=None if checkpoint is None else str(checkpoint),
+        dtype=str(clf.autocast_dtype or torch.float32).replace("torch.", ""),
+        device=str(clf.device),
+    )
+
+
+def _rates(column: torch.Tensor) -> tuple[int, float | None, float | None]:
+    seen, top1, top5 = (int(v) for v in column)
+    if seen == 0:
+        return 0, None, None
+    return seen, 100 * top1 / seen, 100 * top5 / seen

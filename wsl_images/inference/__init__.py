@@ -1,0 +1,44 @@
+"""Running a model on images: decoding (any image Pillow reads, tar members in place), the
+inputs of a run in one deterministic order, the DataLoader pipeline that decodes in workers
+while the model computes, and :class:`Classifier` (labels and pooled features).
+
+Owns: turning files, PIL images and tensors into batches, and batches into results, one outcome
+per input, in input order, bad inputs reported, never dropped.
+May use: ``models`` (to build the model), ``distributed``, ``zoo``, ``errors``, ``_util``.
+"""
+
+from __future__ import annotations
+
+from ._classifier import Classifier, Outcome, Prediction, pooled_features
+from ._images import ImageSource, expand_paths, image_extensions, load_image, to_rgb, walk_files
+from ._inputs import Entry, decode, encode, entry_path, iter_inputs, read_lines
+from ._pipeline import Batch, ImageInput, default_workers, make_batch_loader, make_loader
+from ._tars import IMAGE_SUFFIXES, TarMember, is_tar, iter_members
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "Batch",
+    "Classifier",
+    "Entry",
+    "ImageInput",
+    "ImageSource",
+    "Outcome",
+    "Prediction",
+    "TarMember",
+    "decode",
+    "default_workers",
+    "encode",
+    "entry_path",
+    "expand_paths",
+    "image_extensions",
+    "is_tar",
+    "iter_inputs",
+    "iter_members",
+    "load_image",
+    "make_batch_loader",
+    "make_loader",
+    "pooled_features",
+    "read_lines",
+    "to_rgb",
+    "walk_files",
+]

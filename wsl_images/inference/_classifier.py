@@ -1,0 +1,308 @@
+"""Batched inference: ImageNet labels (``Classifier.predict``) and pooled features (``embed``).
+
+One forward pass per batch gives both the pooled features and the class scores. Batches come
+from :mod:`._pipeline` (DataLoader workers decode while the model runs) and results go
+out in input order as soon as their batch is done; under torch.distributed the batches are
+sharded across ranks and merged on rank 0 (:mod:`wsl_images.distributed`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import torch
+from torchvision.models import ResNet
+
+from .._util import progress_bar
+from ..distributed import Context, resolve_device
+from ..errors import ImageDecodeError, InvalidInputError
+from ..models import get_model
+from ..zoo import DEFAULT_MODEL, geometry, get_weights, normalization
+from ._pipeline import ImageInput, default_workers, make_batch_loader
+
+__all__ = ["Classifier", "Outcome", "Prediction", "pooled_features"]
+
+_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Top-k ImageNet classes of one image, most probable first."""
+
+    labels: list[str]
+    indices: list[int]
+    probabilities: list[float]
+
+    def as_dicts(self) -> list[dict[str, object]]:
+        return [
+            {"label": lab, "index": i, "probability": p}
+            for lab, i, p in zip(self.labels, self.indices, self.probabilities, strict=True)
+        ]
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """The result for input ``index``: ``value``, or ``error`` saying why there is none."""
+
+    index: int
+    value: T | None
+    error: str | None = None
+
+
+def pooled_features(model: ResNet, x: torch.Tensor) -> torch.Tensor:
+    """torchvision ResNet's forward up to and including the global average pool."""
+    m = model
+    x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+    x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
+    return torch.flatten(m.avgpool(x), 1)
+
+
+class Classifier:
+    """A pretrained model with its preprocessing, ready to label or embed images.
+
+    ``checkpoint_path``: a local file or URL loaded instead of the registered weights.
+    ``check_hash``: a downloaded file must match the sha256 prefix in its name (torch.hub's
+    rule: the part after the last '-'); False for a URL whose name only looks hashed
+    (``ckpt-epoch-10.pth``) and whose source you trust.
+    ``mmap``: map a local ``checkpoint_path`` file instead of reading it (see ``get_model``:
+    then saving that file again in place changes the weights this classifier uses).
+    ``device``: None/"auto" (CUDA when present), "cpu", "cuda:1"... ``batch_size``: images per
+    forward. ``workers``: DataLoader processes that decode (None: 1 per 4 cores for a CPU model,
+    up to 8 for a GPU; 0: decode in this process). ``autocast``: "bfloat16"/"float16" run the
+    forward under ``torch.autocast`` (mixed precision, for GPUs; the weights stay float32).
+    ``progress``: download and tqdm bars (on a TTY only). ``cache_dir``: where downloaded
+    weights are kept (default: the cache's, see the README). ``name`` may be an alias
+    (``ig_resnext101_32x8d``, timm's names); ``.name`` is then the model it names.
+    ``dtype=`` is the deprecated spelling of ``autocast=``.
+
+    >>> clf = Classifier("resnet50_swsl")
+    >>> clf.predict(["cat.jpg"], top_k=3)[0].labels
+    """
+
+    def __init__(
+        self,
+        name: str = DEFAULT_MODEL,
+        *,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        check_hash: bool = True,
+        mmap: bool = False,
+        device: str | torch.device | None = None,
+        batch_size: int = 32,
+        workers: int | None = None,
+        autocast: str | torch.dtype | None = None,
+        progress: bool = True,
+        cache_dir: str | os.PathLike[str] | None = None,
+        dtype: str | torch.dtype | None = None,
+    ) -> None:
+        if batch_size < 1:
+            msg = f"batch_size must be at least 1, got {batch_size!r}."
+            raise InvalidInputError(msg)
+        if workers is not None and workers < 0:
+            msg = f"workers must be 0 (decode in this process) or more, got {workers!r}."
+            raise InvalidInputError(msg)
+        self.weights = get_weights(name)
+        self.name = self.weights.name
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self.workers = default_workers(self.device) if workers is None else workers
+        if dtype is not None:
+            warnings.warn(
+                "Classifier(dtype=...) is deprecated: it means autocast, so it is now spelled "
+                "Classifier(autocast=...); dtype= will be removed in the next release.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            autocast = dtype if autocast is None else autocast
+        self.autocast_dtype = _dtype(autocast)
+        self.progress = progress
+        self.categories: list[str] = self.weights.meta["categories"]
+        self.geometry = geometry(self.weights.preprocessing)
+        self.normalize = normalization(self.weights.preprocessing)
+        model = get_model(
+            self.name,
+            checkpoint_path=checkpoint_path,
+            check_hash=check_hash,
+            mmap=mmap,
+            progress=progress,
+            cache_dir=cache_dir,
+        )
+        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+
+    def predict(self, images: Sequence[ImageInput], top_k: int = 5) -> list[Prediction]:
+        """Top-``top_k`` labels, class indices and probabilities for each image, in order.
+
+        Raises ``ImageDecodeError`` naming every input that could not be read; use
+        :meth:`stream_predictions` to get the other results as well.
+        """
+        return _collect(self.stream_predictions(images, top_k=top_k), images)
+
+    def embed(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        """Pooled features (the input of ``fc``, float32), one row per image."""
+        rows = _collect(self.stream_embeddings(images), images)
+        width = self.weights.arch.num_features
+        return torch.stack(rows) if rows else torch.empty(0, width)
+
+    def stream_predictions(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        top_k: int = 5,
+        context: Context | None = None,
+        batches: Sequence[Sequence[int]] | None = None,
+    ) -> Iterator[Outcome[Prediction]]:
+        """One :class:`Outcome` of top-``top_k`` predictions per input, in input order, as soon
+        as its batch is done. A failed input gives an Outcome with ``error``; the run goes on.
+        Under torch.distributed (``context``), each rank processes its share and rank 0 yields
+        every outcome. ``batches``: process only these positions of ``images``, cut into these
+        batches (at most ``batch_size`` each), in this process, and yield their outcomes in
+        that order; no merge across ranks (``context`` only says who shows progress)."""
+        if not 1 <= top_k <= len(self.categories):
+            msg = f"top_k must be between 1 and {len(self.categories)}, got {top_k!r}."
+            raise InvalidInputError(msg)
+        head = self._classify_head(top_k)
+        return self._stream(images, head, context or Context(), batches)
+
+    def stream_embeddings(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        context: Context | None = None,
+        batches: Sequence[Sequence[int]] | None = None,
+    ) -> Iterator[Outcome[torch.Tensor]]:
+        """One :class:`Outcome` of pooled features (a float32 row) per input, in input order;
+        otherwise as :meth:`stream_predictions`."""
+        # Clones: a row view would drag its whole batch along when pickled (gather_object).
+        return self._stream(
+            images,
+            lambda feats: [row.clone() for row in feats.float().cpu()],
+            context or Context(),
+            batches,
+        )
+
+    def stream(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        top_k: int | None = 5,
+        context: Context | None = None,
+    ) -> Iterator[Outcome[Prediction]] | Iterator[Outcome[torch.Tensor]]:
+        """Deprecated: :meth:`stream_predictions`; :meth:`stream_embeddings` for ``top_k=None``."""
+        warnings.warn(
+            "Classifier.stream() is deprecated: use stream_predictions(images, top_k=K) or "
+            "stream_embeddings(images); stream() will be removed in the next release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if top_k is None:
+            return self.stream_embeddings(images, context=context)
+        return self.stream_predictions(images, top_k=top_k, context=context)
+
+    def _stream(
+        self,
+        images: Sequence[ImageInput],
+        head: Callable[[torch.Tensor], list[R]],
+        ctx: Context,
+        batches: Sequence[Sequence[int]] | None,
+    ) -> Iterator[Outcome[R]]:
+        if batches is not None:
+            total = 0
+            for batch in batches:
+                if len(batch) > self.batch_size:
+                    msg = f"batches hold up to {self.batch_size} inputs, one has {len(batch)}."
+                    raise InvalidInputError(msg)
+                total += len(batch)
+            merged = self._run(images, batches, head)
+        else:
+            count = -(-len(images) // self.batch_size)
+            size, n = self.batch_size, len(images)
+            mine = [range(b * size, min(n, (b + 1) * size)) for b in ctx.batches(count)]
+            merged, total = ctx.merge(self._run(images, mine, head), count), n
+        with progress_bar(total, show=self.progress and ctx.is_main) as bar:
+            for outcomes in merged:
+                yield from outcomes
+                bar.update(len(outcomes))
+
+    def _classify_head(self, k: int) -> Callable[[torch.Tensor], list[Prediction]]:
+        def classify(feats: torch.Tensor) -> list[Prediction]:
+            probs = self.model.fc(feats).float().softmax(dim=1)
+            values, indices = (t.cpu() for t in probs.topk(k, dim=1))
+            return [
+                Prediction([self.categories[i] for i in idx], idx, val)
+                for val, idx in zip(values.tolist(), indices.tolist(), strict=True)
+            ]
+
+        return classify
+
+    def _run(
+        self,
+        images: Sequence[ImageInput],
+        batches: Sequence[Sequence[int]],
+        head: Callable[[torch.Tensor], list[R]],
+    ) -> Iterator[list[Outcome[R]]]:
+        loader = make_batch_loader(
+            images,
+            batches,
+            self.geometry,
+            workers=min(self.workers, len(batches)),
+            pin_memory=self.device.type == "cuda",
+        )
+        for batch in loader:
+            values = iter(self._forward(batch.images, head) if batch.images is not None else [])
+            yield [
+                Outcome(i, next(values), None) if err is None else Outcome(i, None, err)
+                for i, err in zip(batch.indices, batch.errors, strict=True)
+            ]
+
+    @torch.inference_mode()
+    def _forward(self, images: torch.Tensor, head: Callable[[torch.Tensor], list[R]]) -> list[R]:
+        return head(self.batch_features(images))
+
+    @torch.inference_mode()
+    def batch_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled features (float32, on the model's device) of a batch as the pipeline's workers
+        make it: cropped NCHW images, uint8 (0-255) or float (0-1), not yet normalised. The
+        forward runs under ``autocast`` if set; apply ``self.model.fc`` for logits."""
+        x = images.to(self.device, non_blocking=True)
+        x = self.normalize(x).contiguous(memory_format=torch.channels_last)
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            return pooled_features(self.model, x).float()
+
+
+def _collect(outcomes: Iterator[Outcome[T]], images: Sequence[ImageInput]) -> list[T]:
+    done = list(outcomes)
+    failed = [o for o in done if o.value is None]
+    if failed:
+        lines = "; ".join(f"{_describe(images[o.index], o.index)}: {o.error}" for o in failed[:5])
+        msg = (
+            f"{len(failed)} of {len(done)} images could not be used ({lines}). "
+            "Fix or drop them, or use Classifier.stream() to get the other results."
+        )
+        raise ImageDecodeError(msg)
+    return [o.value for o in done if o.value is not None]
+
+
+def _describe(image: ImageInput, index: int) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return repr(os.fspath(image))
+    return f"image {index} ({type(image).__name__})"
+
+
+def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return None if dtype == torch.float32 else dtype
+    if dtype not in _DTYPES:
+        msg = f"Unknown autocast dtype {dtype!r}: use one of {', '.join(sorted(_DTYPES))}."
+        raise InvalidInputError(msg)
+    return _DTYPES[dtype]
