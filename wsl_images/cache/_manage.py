@@ -19,6 +19,7 @@ from ..errors import UnknownModelError
 from ..zoo import get_weights, list_models
 from . import _records
 from ._derive import check_derived
+from ._mismatch import is_released_file
 from ._paths import (
     DERIVED,
     Failures,
@@ -86,10 +87,11 @@ def verify_cache(
 ) -> list[BadFile]:
     """Hash every selected file in full (sources and derived files); return the bad ones.
 
-    A bad source loses its record, so its next use hashes it again and downloads it anew; a bad
-    or orphaned derived file is removed (the next load makes it again from the source, offline).
-    Obsolete copies of older versions are never loaded, so not checked (``clear_cache`` removes
-    them).
+    A good source's record is rewritten for the file as it lies now, so a copied cache verified
+    while writable loads without a hash afterwards, read-only too. A bad source loses its record,
+    so its next use hashes it again and downloads it anew; a bad or orphaned derived file is
+    removed (the next load makes it again from the source, offline). Obsolete copies of older
+    versions are never loaded, so not checked (``clear_cache`` removes them).
     """
     folder = get_cache_dir(cache_dir)
     bad: list[BadFile] = []
@@ -195,8 +197,11 @@ def _verify_source(source: Path, bad: list[BadFile]) -> str | None:
     sha = _records.sha256_of(source)
     record = _records.read(source)
     expected = hash_prefix_of(source.name) or (record.sha256 if record is not None else None)
-    if expected is None or sha.startswith(expected):
-        _records.remember(source, sha)
+    # A URL's file downloaded with check_hash=False is good while it matches its record, even if
+    # its name only looks hashed (``ckpt-epoch-10.pth``); a released model's file never is.
+    unchecked = record is not None and sha == record.sha256 and not is_released_file(source.name)
+    if expected is None or sha.startswith(expected) or unchecked:
+        _records.remember(source, sha)  # for the file as it lies now: a copy is trusted hereafter
         return sha
     failed: Failures = []
     _records.forget(source, failed, bad=True)

@@ -4,14 +4,16 @@ torch.hub's rule takes the part of a file name after its last ``-`` (``name-<hex
 start of the file's sha256. For a released model file that prefix is known to be its hash, so a
 mismatch means the file is corrupt, and turning the check off is never the answer. A user's URL
 may only look hashed (``ckpt-epoch-10.pth``: ``10`` is an epoch), and then the check is what is
-wrong: the message names the switch that turns it off, and when that is safe.
+wrong: the message names the switch that turns it off, and when that is safe. Such a file once
+downloaded with the switch is intact while it matches the sha256 recorded then: asked for again
+without the switch, it is refused as it is (kept, nothing fetched), not called corrupt.
 """
 
 from __future__ import annotations
 
 from ..zoo import get_weights, list_models
 
-__all__ = ["cached_mismatch", "download_mismatch"]
+__all__ = ["cached_mismatch", "download_mismatch", "is_released_file", "unchecked_mismatch"]
 
 
 def download_mismatch(url: str, filename: str, expected: str, actual: str) -> str:
@@ -46,6 +48,19 @@ def cached_mismatch(path: str, filename: str, expected: str, actual: str, *, nam
     if not named or is_released_file(filename):
         return f"{head} {fix}"
     return f"{head} {_user_hint(filename, expected, fix[0].lower() + fix[1:])}"
+
+
+def unchecked_mismatch(url: str, path: str, filename: str, expected: str, actual: str) -> str:
+    """The message for an intact cached file that was downloaded unchecked (its sha256 is the
+    one recorded then), asked for again with the check on: the check, not the file, is wrong."""
+    head = (
+        f"{url!r} was asked for with the hash check on, but its cached file {path!r} was "
+        f"downloaded with the check off: expected {expected}... but got {actual} (the sha256 "
+        "recorded at that download; the file still matches it). It was not loaded, and was "
+        "kept: nothing was downloaded."
+    )
+    fix = f"remove it (`wsl-images cache clear {filename}`) and download it again."
+    return f"{head} {_user_hint(filename, expected, fix)}"
 
 
 def is_released_file(filename: str) -> bool:

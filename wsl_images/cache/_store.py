@@ -34,7 +34,7 @@ from . import _records
 from ._derive import drop_obsolete
 from ._http import RetriesExhaustedError, TransferOptions
 from ._lock import file_lock
-from ._mismatch import cached_mismatch, download_mismatch
+from ._mismatch import cached_mismatch, download_mismatch, is_released_file, unchecked_mismatch
 from ._paths import (
     Failures,
     derived_path,
@@ -174,7 +174,9 @@ def _obtain(
     offline = is_offline()
     # Before the lock a bad file is only reported (offline) or left for the locked check: a
     # process holding the lock may be publishing a good one at this very moment.
-    if (sha := check_source(target, expected, on_bad="raise" if offline else "skip")) is not None:
+    if (
+        sha := check_source(target, expected, on_bad="raise" if offline else "skip", url=url)
+    ) is not None:
         return target, sha
     if offline:
         msg = (
@@ -193,7 +195,7 @@ def _obtain(
         raise DownloadError(msg) from exc
     with file_lock(target):
         # Another process may have published the file while we waited for the lock.
-        if (sha := check_source(target, expected, on_bad="remove")) is not None:
+        if (sha := check_source(target, expected, on_bad="remove", url=url)) is not None:
             return target, sha
         cleanup_stale(folder)
         try:
@@ -217,7 +219,11 @@ def _obtain(
 
 
 def check_source(
-    target: Path, expected: str | None, *, on_bad: Literal["remove", "skip", "raise"]
+    target: Path,
+    expected: str | None,
+    *,
+    on_bad: Literal["remove", "skip", "raise"],
+    url: str,
 ) -> str | None:
     """The full sha256 of ``target`` if it is there and good, hashing it only if no record
     vouches for it; None if it is missing or bad. A bad file is removed (``"remove"``: it will be
@@ -225,7 +231,10 @@ def check_source(
     :class:`HashMismatchError` (``"raise"``: offline).
 
     Good means: its sha256 starts with ``expected`` (the prefix in its name); without one, it
-    matches the sha256 recorded when it was downloaded.
+    matches the sha256 recorded when it was downloaded. A file of ``url`` downloaded unchecked,
+    whose name only looks hashed, is not bad: while it matches its record it is refused as it
+    is (:class:`HashMismatchError`, whatever ``on_bad``): fetched again, it would be refused
+    the same. A released model's file of the wrong sha256 is bad, whatever its record.
     """
     if not target.is_file():
         return None
@@ -235,14 +244,19 @@ def check_source(
     if known is not None:
         sha = known
     else:
-        log.info("Verifying %s (sha256 of the whole file, once)", target)
+        why = "" if record is None else ": not the file its record was made for (a copy?)"
+        log.info("Verifying %s (sha256 of the whole file, once)%s", target, why)
         sha = _records.sha256_of(target)
+    intact = record is not None and sha == record.sha256
+    if known is None and (reference is None or sha.startswith(reference) or intact):
+        _records.remember(target, sha)
     if reference is None or sha.startswith(reference):
-        if known is None:
-            _records.remember(target, sha)
         if hash_prefix_of(target.name) is None:
             log.warning("%s has no sha256 prefix in its name: used unverified", target.name)
         return sha
+    if expected and intact and not is_released_file(target.name):
+        msg = unchecked_mismatch(url, str(target), target.name, expected, sha)
+        raise HashMismatchError(msg)
     if on_bad == "skip":
         return None
     if on_bad == "raise":
