@@ -11,7 +11,8 @@ import pytest
 import torch
 from server import FileServer
 
-from wsl_images import Classifier, UnknownModelError, cache, get_model, get_weights, list_models
+import wsl_images
+from wsl_images import Classifier, UnknownModelError, get_model, get_weights, list_models
 from wsl_images.cli import main
 
 Served = tuple[FileServer, dict[str, Path]]
@@ -110,7 +111,7 @@ def test_cache_and_cli_take_aliases(
 ) -> None:
     server, files = served
     register_file("resnet18_ssl", f"{server.url}/{files['zip'].name}")
-    assert cache.download("ssl_resnet18", progress=False) == isolated_cache / files["zip"].name
+    assert wsl_images.download("ssl_resnet18", progress=False) == isolated_cache / files["zip"].name
     assert main(["download", "resnet18.fb_ssl_yfcc100m_ft_in1k", "--no-progress"]) == 0
     assert capsys.readouterr().out.strip() == str(isolated_cache / files["zip"].name)
     assert main(["info", "swsl_resnext101_32x16d"]) == 0

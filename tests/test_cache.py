@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from faultserver import Faults, FaultServer
 
+import wsl_images
 from wsl_images import cache
 from wsl_images._util import _atomic as atomic
 from wsl_images._util import _temps as temps
@@ -405,7 +406,7 @@ def test_offline_never_connects(
     ):
         _get(server, blob.name)
     with pytest.raises(OfflineError, match=r"`wsl-images download resnet18_ssl`"):
-        cache.download("resnet18_ssl", progress=False)
+        wsl_images.download("resnet18_ssl", progress=False)
     assert sum(server.requests.values()) == 0
     monkeypatch.delenv("WSL_IMAGES_OFFLINE")
     _get(server, blob.name)
@@ -606,7 +607,7 @@ def test_a_switch_takes_on_or_off_and_nothing_else(
 def test_a_mirror_that_is_not_a_url_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WSL_IMAGES_MIRROR", "mirror.example/models")
     with pytest.raises(InvalidInputError, match=r"WSL_IMAGES_MIRROR='mirror.example/models'.*http"):
-        cache.download("resnet18_ssl", progress=False)
+        wsl_images.download("resnet18_ssl", progress=False)
 
 
 def test_a_failed_download_leaves_no_write_back_thread_behind(
@@ -664,7 +665,7 @@ def test_every_session_is_closed_after_success_and_failure(
     _get(server, blob.name, options=PARALLEL)
     assert len(sessions["made"]) == PARALLEL.parts  # the first connection and three helpers
     assert sorted(sessions["closed"]) == sorted(sessions["made"])
-    cache.clear_cache()
+    wsl_images.clear_cache()
     server.faults[blob.name] = Faults(drop_at=SIZE // 2, drop_times=100, rate=5e6)
     with pytest.raises(DownloadError, match="failed after"):
         _get(server, blob.name, options=PARALLEL)

@@ -23,8 +23,9 @@ from wsl_images import (
     verify_cache,
 )
 from wsl_images._util import host_id
-from wsl_images.cache import _records, get_cache_dir, loadable
+from wsl_images.cache import _records, get_cache_dir
 from wsl_images.cache._paths import derived_path
+from wsl_images.models import checkpoint_file
 
 REPO = Path(__file__).resolve().parents[1]
 Served = tuple[FileServer, dict[str, Path]]
@@ -75,7 +76,10 @@ def test_verify_rehashes_everything_and_returns_the_bad_ones(filled: dict[str, P
     assert not layout.exists()  # derived: removed, made again from its source on the next load
     assert filled["zip"].exists() and _records.read(filled["zip"]) is None  # source: re-fetched
     assert verify_cache(["resnet18_ssl"]) == []
-    assert loadable("resnet18_ssl", progress=False) == filled["legacy"]
+    assert (
+        checkpoint_file("resnet18_ssl", None, progress=False, check_hash=True)[0]
+        == filled["legacy"]
+    )
     get_model("resnet18_ssl", progress=False)
     assert layout.exists() and verify_cache(["resnet18_ssl"]) == []
 

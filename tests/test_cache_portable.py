@@ -24,6 +24,7 @@ import pytest
 import urllib3
 from faultserver import Faults, FaultServer
 
+import wsl_images
 from wsl_images import cache
 from wsl_images._util import _atomic as atomic
 from wsl_images.cache import TransferOptions, _records
@@ -159,7 +160,7 @@ def test_verify_hashes_the_same(
     platform: str, server: FaultServer, blob: Path, isolated_cache: Path
 ) -> None:
     _get(server, blob, PARALLEL)
-    assert cache.verify_cache() == []
+    assert wsl_images.verify_cache() == []
     _assert_same(isolated_cache, blob)
 
 

@@ -24,9 +24,10 @@ import torch
 from server import FileServer
 
 from wsl_images import get_model, verify_cache
-from wsl_images.cache import _records, loadable, source_sha256
+from wsl_images.cache import _records
 from wsl_images.cache._paths import derived_path, obsolete_copies, record_path
 from wsl_images.errors import HashMismatchError
+from wsl_images.models import checkpoint_file, source_sha256
 
 Served = tuple[FileServer, dict[str, Path]]
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -223,13 +224,13 @@ def test_a_writable_copy_is_hashed_once_then_trusted(
     assert record is not None
     monkeypatch.setenv("WSL_IMAGES_CACHE", str(copy))
     fresh_process(monkeypatch)
-    assert loadable("resnet18_ssl", progress=False) == source
+    assert checkpoint_file("resnet18_ssl", None, progress=False, check_hash=True)[0] == source
     assert hashed == [source]  # its first load hashed it, and re-keyed its record
     rewritten = _records.read(source)
     assert rewritten is not None and rewritten.identity == _records.identity(source)
     assert rewritten.sha256 == record.sha256
     fresh_process(monkeypatch)
-    assert loadable("resnet18_ssl", progress=False) == source
+    assert checkpoint_file("resnet18_ssl", None, progress=False, check_hash=True)[0] == source
     assert hashed == [source]
 
 
@@ -250,11 +251,11 @@ def test_a_record_of_an_older_version_still_reads(
     copy = tmp_path / "copy"
     _copy(isolated_cache, copy, keep_times=True)
     fresh_process(monkeypatch)
-    assert source_sha256("resnet18_ssl", progress=False) == data["sha256"]
+    assert source_sha256("resnet18_ssl") == data["sha256"]
     assert hashed == []
     monkeypatch.setenv("WSL_IMAGES_CACHE", str(copy))
     ReadOnly(copy, monkeypatch)
-    assert source_sha256("resnet18_ssl", progress=False) == data["sha256"]
+    assert source_sha256("resnet18_ssl") == data["sha256"]
     assert hashed == [copy / prefilled.name]
 
 
@@ -294,7 +295,7 @@ def test_a_changed_file_with_its_times_set_back_is_never_trusted(
     monkeypatch.setenv("WSL_IMAGES_OFFLINE", "1")
     fresh_process(monkeypatch)
     with pytest.raises(HashMismatchError, match="is corrupted"):
-        loadable("resnet18_ssl", progress=False)
+        checkpoint_file("resnet18_ssl", None, progress=False, check_hash=True)[0]
     assert hashed == [source]
 
 
@@ -313,4 +314,4 @@ def test_a_bad_file_whose_record_cannot_be_dropped_is_not_trusted_again(
     assert "its record could not be dropped" in bad.reason
     assert "read-only file system" in bad.reason
     with pytest.raises(HashMismatchError, match="is corrupted"):  # this process knows it now
-        source_sha256("resnet18_ssl", progress=False)
+        source_sha256("resnet18_ssl")

@@ -289,12 +289,12 @@ vars(proxy).update({k: v for k, v in vars(real).items() if k != "_device_constru
 sys.modules[real.__name__] = torch.utils._device = proxy
 sys.path.insert(0, sys.argv[1])
 import hubconf, wsl_images
-from wsl_images import models
+from wsl_images.zoo import meta_skeleton
 hub = torch.hub.load(sys.argv[1], "resnet18_ssl", source="local", pretrained=False)
 model = wsl_images.get_model("resnet18_ssl", checkpoint_path=sys.argv[2])
 state = torch.load(sys.argv[2], weights_only=True)
 print(json.dumps({
-    "skeleton": type(models._meta_skeleton()).__name__,
+    "skeleton": type(meta_skeleton()).__name__,
     "hub": type(hub).__name__,
     "meta": sorted({str(p.device) for p in model.parameters()}),
     "equal": all(torch.equal(model.state_dict()[k], v) for k, v in state.items()),

@@ -33,12 +33,12 @@ from .errors import (
 from .zoo import Weights, get_weights, list_models
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
-    from .cache import BadFile, CacheEntry, clear_cache, download, scan_cache, verify_cache
+    from .cache import BadFile, CacheEntry
     from .evaluation import EvalResult, evaluate
     from .export import export_model
     from .inference import Classifier
     from .jobs import EmbeddingMatrix, ResultRow, read_embeddings, read_results
-    from .models import entrypoints, get_model
+    from .models import clear_cache, download, entrypoints, get_model, scan_cache, verify_cache
     from .zoo import FeatureExtractor, FeatureInfo
 
 __version__ = "0.1.0"
@@ -53,16 +53,16 @@ _LAZY = {
     "FeatureExtractor": "zoo",
     "FeatureInfo": "zoo",
     "ResultRow": "jobs",
-    "clear_cache": "cache",
-    "download": "cache",
+    "clear_cache": "models",
+    "download": "models",
     "entrypoints": "models",
     "evaluate": "evaluation",
     "export_model": "export",
     "get_model": "models",
     "read_embeddings": "jobs",
     "read_results": "jobs",
-    "scan_cache": "cache",
-    "verify_cache": "cache",
+    "scan_cache": "models",
+    "verify_cache": "models",
 }
 
 __all__ = [

@@ -12,21 +12,34 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, overload
 
-from .errors import InvalidInputError
-from .zoo import Architecture, Weights, docstring, get_weights, list_models
+from .errors import InvalidInputError, UnknownModelError
+from .zoo import Architecture, Weights, docstring, get_weights, list_models, released_files
 
 if TYPE_CHECKING:
     import torch
     from torchvision.models.resnet import ResNet
 
+    from .cache import BadFile, CacheEntry
     from .checkpoints import StateDict
     from .zoo import FeatureExtractor, ModelOptions
 
-__all__ = ["Entrypoint", "build_model", "checkpoint_file", "entrypoints", "get_model"]
+__all__ = [
+    "Entrypoint",
+    "build_model",
+    "cache_files",
+    "checkpoint_file",
+    "clear_cache",
+    "download",
+    "entrypoints",
+    "get_model",
+    "scan_cache",
+    "source_sha256",
+    "verify_cache",
+]
 
 _IMAGENET_CLASSES = 1000
 _RGB = 3
@@ -78,10 +91,122 @@ def checkpoint_file(
     # weights, or from a local file, never touches it.
     from . import cache
 
+    url, label, released = _source(text or name)
     path = cache.loadable(
-        text or name, progress=progress, check_hash=check_hash, cache_dir=cache_dir
+        url,
+        progress=progress,
+        check_hash=check_hash,
+        cache_dir=cache_dir,
+        label=label,
+        released=released,
     )
     return path, True
+
+
+# --- The cache by model name: the cache knows files, the zoo knows what they are. ---
+
+
+def download(
+    name_or_url: str,
+    *,
+    progress: bool = True,
+    check_hash: bool = True,
+    cache_dir: PathLike | None = None,
+) -> Path:
+    """The verified cached file of a model (name or alias) or an http(s) URL, fetched if
+    needed (from ``$WSL_IMAGES_MIRROR`` for a model when it is set)."""
+    from . import cache
+
+    url, label, released = _source(name_or_url)
+    return cache.download_url(
+        url,
+        progress=progress,
+        check_hash=check_hash,
+        cache_dir=cache_dir,
+        label=label,
+        released=released,
+    )
+
+
+def source_sha256(
+    name_or_url: str, *, check_hash: bool = True, cache_dir: PathLike | None = None
+) -> str:
+    """The full sha256 of a model's (or URL's) verified cached file, fetched if needed: the
+    checkpoint's identity, from its record (a stat)."""
+    from . import cache
+
+    url, label, released = _source(name_or_url)
+    return cache.source_sha256(
+        url,
+        progress=False,
+        check_hash=check_hash,
+        cache_dir=cache_dir,
+        label=label,
+        released=released,
+    )
+
+
+def scan_cache(cache_dir: PathLike | None = None) -> list[CacheEntry]:
+    """Every file wsl-images knows in the cache folder (a released model's listed under its
+    name), sorted by name, with the files derived from each."""
+    from . import cache
+
+    return cache.scan_cache(cache_dir, known=released_files())
+
+
+def verify_cache(
+    names: Iterable[str] | None = None, cache_dir: PathLike | None = None
+) -> list[BadFile]:
+    """Hash the files of these models, aliases or cache file names (default: all wsl-images
+    knows) in full, with their derived files; return the bad ones (see ``cache.verify_cache``)."""
+    from . import cache
+
+    files = cache_files(names, cache_dir)
+    return cache.verify_cache(files, cache_dir, known=released_files())
+
+
+def clear_cache(
+    names: Iterable[str] | None = None, cache_dir: PathLike | None = None
+) -> list[Path]:
+    """Remove the files of these models, aliases or cache file names (default: all wsl-images
+    knows) with their records and derived files; return what was removed."""
+    from . import cache
+
+    files = cache_files(names, cache_dir)
+    return cache.clear_cache(files, cache_dir, known=released_files())
+
+
+def _source(name_or_url: str) -> tuple[str, str, bool]:
+    """(URL to fetch, what messages call it, whether its name's sha256 prefix is known to be
+    right) for a model name, an alias or a URL."""
+    from . import cache
+
+    if name_or_url.startswith(("http://", "https://")):
+        released = cache.filename_from_url(name_or_url) in released_files()
+        return name_or_url, name_or_url, released
+    weights = get_weights(name_or_url)
+    return cache.mirror_url(weights.url), weights.name, True
+
+
+def cache_files(names: Iterable[str] | None, cache_dir: PathLike | None = None) -> list[str] | None:
+    """The cache file names meant by model names, aliases or file names in the cache (None for
+    None: all); :class:`UnknownModelError` for a name that is neither."""
+    if names is None:
+        return None
+    from . import cache
+
+    folder = cache.get_cache_dir(cache_dir)
+    files = []
+    for name in names:
+        if "/" not in name and "\\" not in name and (folder / name).is_file():
+            files.append(name)
+            continue
+        try:
+            files.append(get_weights(name).filename)
+        except UnknownModelError as exc:
+            msg = f"{exc} (Or give the name of a file in the cache {str(folder)!r}.)"
+            raise UnknownModelError(msg) from None
+    return files
 
 
 # fmt: off
@@ -209,7 +334,7 @@ def _cached_state_dict(path: Path) -> StateDict:
     from . import cache
     from .checkpoints import map_layout, read_with_layout
 
-    kept = cache.load_layout(path)  # hash-checked, tied to this file's sha256
+    kept = cache.load_derived(path, cache.LAYOUT)  # hash-checked, tied to this file's sha256
     if kept is not None:
         try:
             return map_layout(path, kept)
@@ -217,7 +342,7 @@ def _cached_state_dict(path: Path) -> StateDict:
             log.warning("Not using the layout kept for %s (%s): parsing the file", path, exc)
     state, layout = read_with_layout(path)
     if layout is not None:
-        cache.keep_layout(path, layout)
+        cache.keep_derived(path, cache.LAYOUT, layout)
     return state
 
 

@@ -1,14 +1,16 @@
-"""Derived files: small data made once from a verified source (a "processor" in pooch's terms).
+"""Derived files: data made once from a verified source (a "processor" in pooch's terms), kept
+by key for whoever asks. The cache does not know what they mean, only what they were made from.
 
-The one kind today is a legacy-format file's layout (``checkpoints._layout``): where each tensor
-lies in the file, so a later load maps the tensors without parsing the file's pickle again. It
-is kept in the bookkeeping folder, in one file that carries the full sha256 of the source it was
-made from and its own sha256: published atomically, and checked in full on every read (it is a
-few kB). A derived file that fails is removed and made again from the verified source, offline.
+Each is one file in the bookkeeping folder that carries the full sha256 of the source it was
+made from and its own sha256: published atomically, and checked in full on every read. One that
+fails, or was made from another source, is never used: it is removed and made again by its
+owner from the verified source, offline. ``scan_cache`` lists them under their source,
+``verify_cache`` checks them, and ``clear_cache`` removes them with it. The kind that loading
+keeps is a legacy-format file's layout (key ``"layout"``: where each tensor lies in the file, so
+a later load maps the tensors without parsing the file's pickle again; a few kB).
 
-Earlier versions kept full copies here (wsl-images 0.2: a memory-mappable zip copy of each
-legacy file; 0.1: a safetensors copy beside it). Both are obsolete: legacy files are mapped in
-place now. They are listed by ``scan_cache`` and removed on the next load or ``clear_cache``.
+Full weight copies that development builds kept here are never read; they are listed as
+obsolete by ``scan_cache`` and removed on the next load of their source or by ``clear_cache``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from .._util import atomic_file
 from . import _records
 from ._paths import Failures, derived_path, meta_dir, obsolete_copies, remove_file
 
-__all__ = ["Derived", "check_derived", "drop_obsolete", "keep_layout", "load_layout"]
+__all__ = ["Derived", "check_derived", "drop_obsolete", "keep_derived", "load_derived"]
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +56,13 @@ def check_derived(path: Path) -> Derived | None:
     return Derived(source_sha, payload, hashlib.sha256(payload).hexdigest() == sha)
 
 
-def load_layout(source: Path) -> bytes | None:
-    """The layout derived from the verified cached ``source``, if one is kept and intact."""
+def load_derived(source: Path, key: str) -> bytes | None:
+    """The data derived from the verified cached ``source`` under ``key``, if it is kept, intact
+    and made from this very source (by sha256); else None, and a bad one is removed."""
     sha = _source_sha256(source)
     if sha is None:
         return None
-    target = derived_path(source)
+    target = derived_path(source, key)
     derived = check_derived(target)
     if derived is None:
         return None
@@ -76,24 +79,28 @@ def load_layout(source: Path) -> bytes | None:
     return None
 
 
-def keep_layout(source: Path, layout: bytes) -> None:
-    """Keep ``layout`` for the verified cached ``source``. A failure only costs a parse later."""
+def keep_derived(source: Path, key: str, data: bytes) -> None:
+    """Keep ``data`` derived from the verified cached ``source`` under ``key``. A failure (a
+    read-only shared cache) only costs making it again later."""
     sha = _source_sha256(source)
     if sha is None:
         return
-    header = {"source_sha256": sha, "sha256": hashlib.sha256(layout).hexdigest()}
-    target = derived_path(source)
+    header = {"source_sha256": sha, "sha256": hashlib.sha256(data).hexdigest()}
+    target = derived_path(source, key)
     try:
         meta_dir(source.parent, create=True)
-        # Not fsynced: a layout torn by a crash fails its hash and is simply made again.
+        # Not fsynced: a file torn by a crash fails its hash and is simply made again.
         with atomic_file(target, durable=False) as tmp:
-            os.write(tmp.fd, json.dumps(header).encode() + b"\n" + layout)
-    except OSError as exc:  # e.g. a read-only shared cache: every load parses the file
-        log.info("Could not keep the layout of %s (%s)", source.name, exc)
+            view = memoryview(json.dumps(header).encode() + b"\n" + data)
+            while view:
+                view = view[os.write(tmp.fd, view) :]
+    except OSError as exc:
+        log.info("Could not keep %s derived from %s (%s)", key, source.name, exc)
 
 
 def drop_obsolete(source: Path, *, failed: Failures | None = None) -> list[Path]:
-    """Remove the full copies older versions derived from ``source``; return what was removed.
+    """Remove the full copies development builds derived from ``source``; return what was
+    removed.
 
     One that cannot be removed is added to ``failed``, or logged if none is given (at INFO:
     on a read-only shared cache it happens on every load, and changes nothing for the load).

@@ -2,28 +2,28 @@
 (``clear_cache``). The CLI's ``cache list | verify | clear`` print what these return.
 
 The cache folder is shared with torch.hub and timm: only files wsl-images knows are listed,
-verified or removed: the registered models' files, files it recorded (downloads by URL), and
-everything in its own bookkeeping folder.
+verified or removed: the ``known`` files the caller names (the released models' files, by file
+name, with the name to show for each), files it recorded (downloads by URL), and everything in
+its own bookkeeping folder. A known file's name is taken to carry its true sha256 prefix.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._util import cleanup_stale, hash_prefix_of
-from ..errors import UnknownModelError
-from ..zoo import get_weights, list_models
+from ..errors import InvalidInputError
 from . import _records
 from ._derive import check_derived
-from ._mismatch import is_released_file
 from ._paths import (
     DERIVED,
     Failures,
-    derived_path,
+    derived_key,
+    derived_paths,
     get_cache_dir,
     meta_dir,
     obsolete_copies,
@@ -39,12 +39,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DerivedFile:
-    """A file made from a cached source: its layout, or an obsolete copy of an older version."""
+    """A file made from a cached source (its layout, an engine's graph), or an obsolete copy."""
 
     path: Path
     size: int
     verified: bool  # intact and made from the source as it is now (obsolete copies: never)
-    obsolete: bool = False  # a full copy kept by wsl-images 0.1 or 0.2, no longer used
+    obsolete: bool = False  # a full weight copy made by development builds, never read
+    key: str = "layout"  # what it is, as its maker asked for it (``"layout"``: tensor layout)
 
 
 @dataclass(frozen=True)
@@ -76,35 +77,53 @@ class BadFile:
     reason: str
 
 
-def scan_cache(cache_dir: str | os.PathLike[str] | None = None) -> list[CacheEntry]:
-    """Every file wsl-images knows in the cache folder, sorted by name, with derived files."""
+Known = Mapping[str, str]  # cache file name -> the name to show for it (e.g. a model's)
+
+
+def scan_cache(
+    cache_dir: str | os.PathLike[str] | None = None, *, known: Known | None = None
+) -> list[CacheEntry]:
+    """Every file wsl-images knows in the cache folder, sorted by name, with derived files.
+
+    ``known``: file names the caller knows, with the name each entry shows (else its file name).
+    """
     folder = get_cache_dir(cache_dir)
-    return [_entry(path) for path in _known_sources(folder)]
+    names = known or {}
+    return [_entry(path, names) for path in _known_sources(folder, names)]
 
 
 def verify_cache(
-    names: Iterable[str] | None = None, cache_dir: str | os.PathLike[str] | None = None
+    files: Iterable[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    known: Known | None = None,
 ) -> list[BadFile]:
     """Hash every selected file in full (sources and derived files); return the bad ones.
 
     A good source's record is rewritten for the file as it lies now, so a copied cache verified
     while writable loads without a hash afterwards, read-only too. A bad source loses its record,
     so its next use hashes it again and downloads it anew; a bad or orphaned derived file is
-    removed (the next load makes it again from the source, offline). Obsolete copies of older
-    versions are never loaded, so not checked (``clear_cache`` removes them).
+    removed (the next load makes it again from the source, offline). Obsolete copies are never
+    loaded, so not checked (``clear_cache`` removes them). ``files``: cache file names (default:
+    all it knows, ``known`` included).
     """
     folder = get_cache_dir(cache_dir)
+    names = known or {}
     bad: list[BadFile] = []
-    for source in _select(folder, names):
-        source_sha = _verify_source(source, bad) if source.is_file() else None
-        derived = derived_path(source)
-        if derived.is_file():
+    for source in _select(folder, files, names):
+        source_sha = (
+            _verify_source(source, bad, released=source.name in names) if source.is_file() else None
+        )
+        for derived in derived_paths(source):
             _verify_derived(derived, source_sha, bad)
     return bad
 
 
 def clear_cache(
-    names: Iterable[str] | None = None, cache_dir: str | os.PathLike[str] | None = None
+    files: Iterable[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    known: Known | None = None,
 ) -> list[Path]:
     """Remove the selected files (default: all wsl-images knows) with their records, derived
     files and obsolete copies, and temp files of killed writers; return the paths removed.
@@ -116,19 +135,18 @@ def clear_cache(
     folder = get_cache_dir(cache_dir)
     removed: list[Path] = []
     failed: Failures = []
-    if names is None:
+    if files is None:
         for where in (folder, meta_dir(folder), meta_dir(folder) / DERIVED):
             removed += cleanup_stale(where)
-    for source in _select(folder, names):
+    for source in _select(folder, files, known or {}):
         removed += remove_source(source, failed=failed)
     if failed:
         raise clear_error(removed, failed)
     return removed
 
 
-def _known_sources(folder: Path) -> list[Path]:
-    """Registered files present, files with a record, and sources of any derived file."""
-    registered = {get_weights(m).filename for m in list_models()}
+def _known_sources(folder: Path, registered: Known) -> list[Path]:
+    """Known files present, files with a record, and sources of any derived file."""
     names: set[str] = set()
     if folder.is_dir():
         for entry in os.scandir(folder):
@@ -139,7 +157,7 @@ def _known_sources(folder: Path) -> list[Path]:
             if name in registered or _records.read(folder / name) is not None:
                 names.add(name)
             elif base != name and (base in registered or (folder / base).exists()):
-                names.add(base)  # 0.1's obsolete copy lists under its source
+                names.add(base)  # an obsolete copy lists under its source
     derived = meta_dir(folder) / DERIVED
     if derived.is_dir():
         for entry in os.scandir(derived):
@@ -149,41 +167,37 @@ def _known_sources(folder: Path) -> list[Path]:
     return [folder / name for name in sorted(names)]
 
 
-def _select(folder: Path, names: Iterable[str] | None) -> list[Path]:
-    """The cached files meant by model names, aliases or cache file names (default: all)."""
-    if names is None:
-        return _known_sources(folder)
+def _select(folder: Path, files: Iterable[str] | None, known: Known) -> list[Path]:
+    """The cached files of these file names (default: all the cache knows)."""
+    if files is None:
+        return _known_sources(folder, known)
     chosen = []
-    for name in names:
-        if "/" not in name and "\\" not in name and (folder / name).is_file():
-            chosen.append(folder / name)
-            continue
-        try:
-            chosen.append(folder / get_weights(name).filename)
-        except UnknownModelError as exc:
-            msg = f"{exc} (Or give the name of a file in the cache {str(folder)!r}.)"
-            raise UnknownModelError(msg) from None
+    for name in files:
+        if not name or name != Path(name).name or name.startswith("."):
+            msg = f"{name!r} is not the name of a file in the cache {str(folder)!r}."
+            raise InvalidInputError(msg)
+        chosen.append(folder / name)
     return chosen
 
 
-def _entry(source: Path) -> CacheEntry:
-    registered = {get_weights(m).filename: m for m in list_models()}
+def _entry(source: Path, known: Known) -> CacheEntry:
     exists = source.is_file()
     sha = _records.trusted_sha256(source) if exists else None
     verified = sha is not None
     derived = []
-    layout = derived_path(source)
-    made = check_derived(layout)  # a few kB: hashed, not trusted from a record
-    if made is not None:
-        good = made.source_sha256 == sha
-        derived.append(DerivedFile(layout, layout.stat().st_size, good and made.intact))
+    for path in derived_paths(source):
+        made = check_derived(path)  # hashed, not trusted from a record
+        if made is not None:
+            good = made.source_sha256 == sha
+            size, intact = path.stat().st_size, good and made.intact
+            derived.append(DerivedFile(path, size, intact, key=derived_key(source, path)))
     derived += [
         DerivedFile(old, old.stat().st_size, False, obsolete=True)
         for old in obsolete_copies(source)
         if old.is_file()
     ]
     return CacheEntry(
-        name=registered.get(source.name, source.name),
+        name=known.get(source.name, source.name),
         path=source,
         size=source.stat().st_size if exists else 0,
         verified=verified,
@@ -192,14 +206,14 @@ def _entry(source: Path) -> CacheEntry:
     )
 
 
-def _verify_source(source: Path, bad: list[BadFile]) -> str | None:
+def _verify_source(source: Path, bad: list[BadFile], *, released: bool) -> str | None:
     """Re-hash a source; its sha256 if good, else None (recorded in ``bad``)."""
     sha = _records.sha256_of(source)
     record = _records.read(source)
     expected = hash_prefix_of(source.name) or (record.sha256 if record is not None else None)
     # A URL's file downloaded with check_hash=False is good while it matches its record, even if
     # its name only looks hashed (``ckpt-epoch-10.pth``); a released model's file never is.
-    unchecked = record is not None and sha == record.sha256 and not is_released_file(source.name)
+    unchecked = record is not None and sha == record.sha256 and not released
     if expected is None or sha.startswith(expected) or unchecked:
         _records.remember(source, sha)  # for the file as it lies now: a copy is trusted hereafter
         return sha

@@ -11,18 +11,20 @@ without the switch, it is refused as it is (kept, nothing fetched), not called c
 
 from __future__ import annotations
 
-from ..zoo import get_weights, list_models
-
-__all__ = ["cached_mismatch", "download_mismatch", "is_released_file", "unchecked_mismatch"]
+__all__ = ["cached_mismatch", "download_mismatch", "unchecked_mismatch"]
 
 
-def download_mismatch(url: str, filename: str, expected: str, actual: str) -> str:
-    """The message for a download whose sha256 does not start with the prefix in its name."""
+def download_mismatch(
+    url: str, filename: str, expected: str, actual: str, *, released: bool
+) -> str:
+    """The message for a download whose sha256 does not start with the prefix in its name.
+
+    ``released``: the caller knows the prefix to be the file's hash (a published model file)."""
     head = (
         f"SHA256 of the file downloaded from {url!r} does not match its name: expected "
         f"{expected}... but got {actual}. The download was deleted."
     )
-    if is_released_file(filename):
+    if released:
         return (
             f"{head} {filename} is a released model file of known sha256, so this download is "
             "corrupt: cut or altered in transit, or the server (a mirror?) holds another file "
@@ -31,7 +33,9 @@ def download_mismatch(url: str, filename: str, expected: str, actual: str) -> st
     return f"{head} {_user_hint(filename, expected, 'keep the check and fetch it again.')}"
 
 
-def cached_mismatch(path: str, filename: str, expected: str, actual: str, *, named: bool) -> str:
+def cached_mismatch(
+    path: str, filename: str, expected: str, actual: str, *, named: bool, released: bool
+) -> str:
     """The message for a cached file (offline: it is reported, not replaced) of the wrong hash.
 
     ``named``: ``expected`` is the prefix in the file's name (else the sha256 recorded when the
@@ -45,7 +49,7 @@ def cached_mismatch(path: str, filename: str, expected: str, actual: str, *, nam
         f"Delete it (`wsl-images cache clear {filename}`) and download it again with network "
         "access (unset WSL_IMAGES_OFFLINE)."
     )
-    if not named or is_released_file(filename):
+    if not named or released:
         return f"{head} {fix}"
     return f"{head} {_user_hint(filename, expected, fix[0].lower() + fix[1:])}"
 
@@ -61,11 +65,6 @@ def unchecked_mismatch(url: str, path: str, filename: str, expected: str, actual
     )
     fix = f"remove it (`wsl-images cache clear {filename}`) and download it again."
     return f"{head} {_user_hint(filename, expected, fix)}"
-
-
-def is_released_file(filename: str) -> bool:
-    """Whether ``filename`` is the file of a registered model (its sha256 prefix is real)."""
-    return any(get_weights(name).filename == filename for name in list_models())
 
 
 def _user_hint(filename: str, expected: str, fix: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -19,9 +20,12 @@ from ._env import env_flag
 
 __all__ = [
     "DERIVED",
+    "LAYOUT",
     "META",
     "Failures",
+    "derived_key",
     "derived_path",
+    "derived_paths",
     "filename_from_url",
     "get_cache_dir",
     "is_offline",
@@ -37,11 +41,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 META = ".wsl-images"  # our bookkeeping inside a cache folder shared with torch.hub and timm
-DERIVED = "derived"  # data derived from sources (their layouts), inside META
-_DERIVED_SUFFIX = ".layout.json"
+DERIVED = "derived"  # data derived from sources, by key, inside META
+LAYOUT = "layout"  # the key of a source's tensor layout
+_LAYOUT_SUFFIX = ".layout.json"  # the layout's file: SOURCE.layout.json
+_KEY_SEPARATOR = "~"  # other keys' files: SOURCE~KEY (no cache file name holds a "~")
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _RECORD_SUFFIX = ".verified"
-# Full copies kept by older versions, now unused: 0.1's safetensors copy beside the source, and
-# 0.2's memory-mappable zip copy (with its record) in DERIVED.
+# Full weight copies that development builds kept, never read: a safetensors copy beside the
+# source, and a memory-mappable zip copy (with its record) in DERIVED.
 _OBSOLETE_SUFFIXES = (".safetensors", ".mmap.pt", ".mmap.pt" + _RECORD_SUFFIX)
 
 
@@ -107,14 +114,44 @@ def record_path(path: Path) -> Path:
     return meta_dir(path.parent) / f"{path.name}{_RECORD_SUFFIX}"
 
 
-def derived_path(source: Path) -> Path:
-    """Where the layout derived from a cached source is kept."""
-    return meta_dir(source.parent) / DERIVED / f"{source.name}{_DERIVED_SUFFIX}"
+def derived_path(source: Path, key: str = LAYOUT) -> Path:
+    """Where the data derived from a cached source under ``key`` is kept (``key``: letters,
+    digits, ``.``, ``_``, ``-``; e.g. an engine's graph for one exporter version)."""
+    if not _KEY.fullmatch(key):
+        msg = f"Derived-file key {key!r} is not valid: use letters, digits, '.', '_' and '-'."
+        raise InvalidInputError(msg)
+    name = source.name + _LAYOUT_SUFFIX if key == LAYOUT else source.name + _KEY_SEPARATOR + key
+    return meta_dir(source.parent) / DERIVED / name
+
+
+def derived_paths(source: Path) -> list[Path]:
+    """Every file derived from ``source`` that is there, sorted (layout first)."""
+    folder = meta_dir(source.parent) / DERIVED
+    found = [derived_path(source)] if derived_path(source).is_file() else []
+    if folder.is_dir():
+        prefix = source.name + _KEY_SEPARATOR
+        found += sorted(
+            folder / entry.name
+            for entry in os.scandir(folder)
+            if entry.name.startswith(prefix) and entry.is_file()
+        )
+    return found
+
+
+def derived_key(source: Path, derived: Path) -> str:
+    """The key a file derived from ``source`` was kept under."""
+    if derived.name == source.name + _LAYOUT_SUFFIX:
+        return LAYOUT
+    return derived.name.removeprefix(source.name + _KEY_SEPARATOR)
 
 
 def source_name_of(derived: str) -> str | None:
     """The source file name a derived or obsolete file in DERIVED was made from (None: not ours)."""
-    for suffix in (_DERIVED_SUFFIX, *_OBSOLETE_SUFFIXES[1:]):
+    if derived.startswith("."):  # a temp file being written
+        return None
+    if _KEY_SEPARATOR in derived:
+        return derived.split(_KEY_SEPARATOR, 1)[0]
+    for suffix in (_LAYOUT_SUFFIX, *_OBSOLETE_SUFFIXES[1:]):
         if derived.endswith(suffix):
             return derived.removesuffix(suffix)
     return None
@@ -126,7 +163,7 @@ def lock_path(source: Path) -> Path:
 
 
 def obsolete_copies(source: Path) -> tuple[Path, ...]:
-    """Where older versions kept full copies of ``source`` (removed when seen)."""
+    """Where development builds kept full copies of ``source`` (removed when seen)."""
     old, *in_derived = _OBSOLETE_SUFFIXES
     copies = meta_dir(source.parent) / DERIVED
     return (source.with_name(source.name + old), *(copies / (source.name + s) for s in in_derived))

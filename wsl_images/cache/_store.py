@@ -1,5 +1,9 @@
 """The cache's files: verified sources, fetched at most once, and the file loading receives.
 
+Model-agnostic: a file is asked for by URL; the caller says what messages should call it
+(``label``, e.g. a model name) and whether the sha256 prefix in its name is known to be right
+(``released``: a published file, which a mismatch means is corrupt and which a mirror holds).
+
 Safety model (as pooch): download to a temp file of this process in the cache folder, check the
 sha256 prefix carried by the file name, fsync, publish with ``os.replace``
 (:func:`wsl_images._util.atomic_file`). A per-file lock makes concurrent processes download
@@ -29,15 +33,14 @@ from ..errors import (
     UnreachableError,
     WslImagesError,
 )
-from ..zoo import get_weights
 from . import _records
 from ._derive import drop_obsolete
 from ._http import RetriesExhaustedError, TransferOptions
 from ._lock import file_lock
-from ._mismatch import cached_mismatch, download_mismatch, is_released_file, unchecked_mismatch
+from ._mismatch import cached_mismatch, download_mismatch, unchecked_mismatch
 from ._paths import (
     Failures,
-    derived_path,
+    derived_paths,
     filename_from_url,
     get_cache_dir,
     is_offline,
@@ -47,11 +50,10 @@ from ._space import no_space_message
 
 __all__ = [
     "clear_error",
-    "download",
     "download_url",
     "loadable",
+    "mirror_url",
     "remove_source",
-    "resolve_url",
     "source_sha256",
 ]
 
@@ -60,31 +62,20 @@ log = logging.getLogger(__name__)
 Folder = str | os.PathLike[str] | None
 
 
-def resolve_url(name_or_url: str) -> str:
-    """URL of a registered model's file (via ``$WSL_IMAGES_MIRROR`` if set), or the URL itself."""
-    if name_or_url.startswith(("http://", "https://")):
-        return name_or_url
-    weights = get_weights(name_or_url)
+def mirror_url(url: str) -> str:
+    """Where to fetch a published file from: ``$WSL_IMAGES_MIRROR/FILENAME`` when a mirror is
+    set (air-gapped clusters, internal mirrors; the same hash check), else ``url``."""
     mirror = os.environ.get("WSL_IMAGES_MIRROR", "").strip()
-    if mirror:
-        if not mirror.startswith(("http://", "https://")):
-            msg = (
-                f"Environment variable WSL_IMAGES_MIRROR={mirror!r} is not valid: it takes the "
-                "base URL of a mirror (http:// or https://, e.g. https://mirror.example/models). "
-                "Fix it or unset it."
-            )
-            raise InvalidInputError(msg)
-        return mirror.rstrip("/") + "/" + weights.filename
-    return weights.url
-
-
-def download(
-    name_or_url: str, *, progress: bool = True, check_hash: bool = True, cache_dir: Folder = None
-) -> Path:
-    """The verified cached file of a registered model name (or alias) or an http(s) URL,
-    fetched if needed."""
-    url = resolve_url(name_or_url)
-    return _obtain(url, progress, check_hash, cache_dir, None, name_or_url)[0]
+    if not mirror:
+        return url
+    if not mirror.startswith(("http://", "https://")):
+        msg = (
+            f"Environment variable WSL_IMAGES_MIRROR={mirror!r} is not valid: it takes the "
+            "base URL of a mirror (http:// or https://, e.g. https://mirror.example/models). "
+            "Fix it or unset it."
+        )
+        raise InvalidInputError(msg)
+    return mirror.rstrip("/") + "/" + filename_from_url(url)
 
 
 def download_url(
@@ -95,51 +86,62 @@ def download_url(
     cache_dir: Folder = None,
     options: TransferOptions | None = None,
     label: str | None = None,
+    released: bool = False,
 ) -> Path:
     """Download ``url`` into the cache unless a verified copy is there; return its path.
 
     ``options`` tunes timeouts, retries and parallel connections (default: from the environment);
-    ``label`` is what error messages tell the user to pre-fetch (a model name or the URL).
+    ``label`` is what error messages tell the user to pre-fetch (a model name or the URL);
+    ``released``: the sha256 prefix in the file's name is known to be its hash (a published
+    file: a mismatch then means corruption, and turning the check off is not suggested).
     """
-    return _obtain(url, progress, check_hash, cache_dir, options, label or url)[0]
+    return _obtain(url, progress, check_hash, cache_dir, options, label or url, released)[0]
 
 
 def loadable(
-    name_or_url: str, *, progress: bool = True, check_hash: bool = True, cache_dir: Folder = None
+    url: str,
+    *,
+    progress: bool = True,
+    check_hash: bool = True,
+    cache_dir: Folder = None,
+    label: str | None = None,
+    released: bool = False,
 ) -> Path:
-    """The verified cached file to load for a model name or URL, fetched if needed.
+    """The verified cached file to load for ``url``, fetched if needed (as :func:`download_url`).
 
-    Loading maps it as it lies (either format), so no copy is made; full copies older versions
-    derived from it are removed here.
+    Loading maps it as it lies (either format), so no copy is made; full copies that development
+    builds derived from it are removed here.
     """
-    source, _ = _obtain(
-        resolve_url(name_or_url), progress, check_hash, cache_dir, None, name_or_url
-    )
+    source, _ = _obtain(url, progress, check_hash, cache_dir, None, label or url, released)
     drop_obsolete(source)
     return source
 
 
 def source_sha256(
-    name_or_url: str, *, progress: bool = True, check_hash: bool = True, cache_dir: Folder = None
+    url: str,
+    *,
+    progress: bool = True,
+    check_hash: bool = True,
+    cache_dir: Folder = None,
+    label: str | None = None,
+    released: bool = False,
 ) -> str:
-    """The full sha256 of the verified cached file (fetched if needed): the checkpoint's
-    identity, from its record (a stat)."""
-    url = resolve_url(name_or_url)
-    return _obtain(url, progress, check_hash, cache_dir, None, name_or_url)[1]
+    """The full sha256 of the verified cached file of ``url`` (fetched if needed): the
+    checkpoint's identity, from its record (a stat)."""
+    return _obtain(url, progress, check_hash, cache_dir, None, label or url, released)[1]
 
 
 def remove_source(source: Path, *, failed: Failures | None = None) -> list[Path]:
     """Remove a cached file with its record and everything derived from it; returns what was
     removed. What cannot be removed (on Windows: a file a loaded model maps) is left and added
     to ``failed`` with the reason; without ``failed``, :class:`ClearCacheError` reports it once
-    the rest is removed. A source that stays keeps its record and layout: it is still the
+    the rest is removed. A source that stays keeps its record and derived files: it is still the
     verified file it was."""
     failures: Failures = [] if failed is None else failed
     before = len(failures)
     removed = [source] if remove_file(source, failures) else []
     if len(failures) == before:  # the source is gone (or was not there)
-        if remove_file(derived_path(source), failures):
-            removed.append(derived_path(source))
+        removed += [d for d in derived_paths(source) if remove_file(d, failures)]
         _records.forget(source, failures)  # bookkeeping: not listed
     removed += drop_obsolete(source, failed=failures)
     if failed is None and failures:
@@ -165,6 +167,7 @@ def _obtain(
     cache_dir: Folder,
     options: TransferOptions | None,
     label: str,
+    released: bool,
 ) -> tuple[Path, str]:
     """(path, full sha256) of the verified cached file for ``url``, downloading it if needed."""
     filename = filename_from_url(url)
@@ -175,7 +178,9 @@ def _obtain(
     # Before the lock a bad file is only reported (offline) or left for the locked check: a
     # process holding the lock may be publishing a good one at this very moment.
     if (
-        sha := check_source(target, expected, on_bad="raise" if offline else "skip", url=url)
+        sha := check_source(
+            target, expected, on_bad="raise" if offline else "skip", url=url, released=released
+        )
     ) is not None:
         return target, sha
     if offline:
@@ -195,11 +200,12 @@ def _obtain(
         raise DownloadError(msg) from exc
     with file_lock(target):
         # Another process may have published the file while we waited for the lock.
-        if (sha := check_source(target, expected, on_bad="remove", url=url)) is not None:
-            return target, sha
+        checked = check_source(target, expected, on_bad="remove", url=url, released=released)
+        if checked is not None:
+            return target, checked
         cleanup_stale(folder)
         try:
-            sha = _fetch(url, target, expected, progress, opts)
+            sha = _fetch(url, target, expected, progress, opts, released=released)
         except UnreachableError as exc:
             host = urlsplit(url).hostname or url
             msg = (
@@ -224,6 +230,7 @@ def check_source(
     *,
     on_bad: Literal["remove", "skip", "raise"],
     url: str,
+    released: bool,
 ) -> str | None:
     """The full sha256 of ``target`` if it is there and good, hashing it only if no record
     vouches for it; None if it is missing or bad. A bad file is removed (``"remove"``: it will be
@@ -254,13 +261,15 @@ def check_source(
         if hash_prefix_of(target.name) is None:
             log.warning("%s has no sha256 prefix in its name: used unverified", target.name)
         return sha
-    if expected and intact and not is_released_file(target.name):
+    if expected and intact and not released:
         msg = unchecked_mismatch(url, str(target), target.name, expected, sha)
         raise HashMismatchError(msg)
     if on_bad == "skip":
         return None
     if on_bad == "raise":
-        msg = cached_mismatch(str(target), target.name, reference, sha, named=bool(expected))
+        msg = cached_mismatch(
+            str(target), target.name, reference, sha, named=bool(expected), released=released
+        )
         raise HashMismatchError(msg)
     log.warning(
         "Cached %s has sha256 %s, expected %s...: downloading it again", target, sha, reference
@@ -285,7 +294,13 @@ def _require_download_packages(filename: str, folder: Path) -> None:
 
 
 def _fetch(
-    url: str, target: Path, expected: str | None, progress: bool, opts: TransferOptions
+    url: str,
+    target: Path,
+    expected: str | None,
+    progress: bool,
+    opts: TransferOptions,
+    *,
+    released: bool,
 ) -> str:
     """Download ``url`` and publish it at ``target`` if it verifies; return its sha256."""
     from tqdm.auto import tqdm
@@ -300,7 +315,7 @@ def _fetch(
             ) as bar:
                 actual = fetch(url, tmp.path, tmp.fd, opts, bar)
             if expected is not None and not actual.startswith(expected):
-                msg = download_mismatch(url, target.name, expected, actual)
+                msg = download_mismatch(url, target.name, expected, actual, released=released)
                 raise HashMismatchError(msg)
     except OSError as exc:
         if isinstance(exc, WslImagesError):  # ours, with its message (e.g. FileInUseError)
@@ -325,7 +340,8 @@ def _fetch(
         else:
             raise
         raise DownloadError(msg) from exc
-    derived_path(target).unlink(missing_ok=True)  # made from an older file of this name
+    for old in derived_paths(target):  # made from an older file of this name
+        old.unlink(missing_ok=True)
     drop_obsolete(target)
     _records.remember(target, actual)
     if expected is None and hash_prefix_of(target.name) is None:

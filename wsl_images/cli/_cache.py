@@ -1,6 +1,6 @@
 """``download`` and ``cache list | verify | clear``: the cache API's results, printed.
 
-The work is done by :mod:`wsl_images.cache` (``download``, ``scan_cache``, ``verify_cache``,
+The work is done by :mod:`wsl_images.models` (``download``, ``scan_cache``, ``verify_cache``,
 ``clear_cache``), imported inside the handlers so the parser builds without it.
 """
 
@@ -34,8 +34,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from ..cache import download
     from ..errors import InvalidInputError
+    from ..models import download
     from ..zoo import get_weights, list_models
 
     if bool(args.names) == bool(args.all):
@@ -51,18 +51,12 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _entries(names: list[str]) -> list[CacheEntry]:
-    """scan_cache()'s entries named by model names, aliases or file names (all without names)."""
-    from ..cache import scan_cache
-    from ..errors import UnknownModelError
-    from ..zoo import get_weights
+    """scan_cache()'s entries named by model names, aliases or file names (all without names);
+    a name that is none of these is a usage error, as for ``verify`` and ``clear``."""
+    from ..models import cache_files, scan_cache
 
-    wanted = set()
-    for name in names:
-        try:
-            wanted.add(get_weights(name).name)
-        except UnknownModelError:
-            wanted.add(name)  # a file name in the cache
-    return [e for e in scan_cache() if not names or {e.name, e.path.name} & wanted]
+    wanted = set(cache_files(names) or ()) if names else None
+    return [e for e in scan_cache() if wanted is None or e.path.name in wanted]
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -81,9 +75,10 @@ def _list(args: argparse.Namespace) -> int:
         print(f"{label}  {e.size:,} bytes  {state}")
         for d in e.derived:
             if d.obsolete:
-                what = "copy kept by an older wsl-images, unused: removed on the next load"
+                what = "obsolete full copy, unused: removed on the next load"
             else:
-                what = "layout of its tensors, " + ("verified" if d.verified else "stale")
+                kind = "layout of its tensors" if d.key == "layout" else d.key
+                what = f"{kind}, " + ("verified" if d.verified else "stale")
             print(f"  + {d.path.name}  {d.size:,} bytes  {what}")
     total = sum(e.size_on_disk for e in entries)
     print(f"{len(entries)} file(s), {total:,} bytes on disk")
@@ -91,7 +86,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from ..cache import verify_cache
+    from ..models import verify_cache
 
     bad = verify_cache(args.names or None)  # first: an unknown name is a usage error
     checked = _entries(args.names)
@@ -108,8 +103,8 @@ def _verify(args: argparse.Namespace) -> int:
 def _clear(args: argparse.Namespace) -> int:
     import sys
 
-    from ..cache import clear_cache
     from ..errors import ClearCacheError
+    from ..models import clear_cache
 
     try:
         removed = clear_cache(args.names or None)

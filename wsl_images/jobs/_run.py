@@ -178,9 +178,9 @@ def _checkpoint_sha256(name: str, checkpoint: str | None, check_hash: bool) -> s
     """The weights' identity: the cache's recorded sha256 of the verified source (a stat), or
     the hash of a local ``--checkpoint`` file."""
     if checkpoint is None or checkpoint.startswith(("http://", "https://")):
-        from ..cache import source_sha256
+        from ..models import source_sha256
 
-        return source_sha256(checkpoint or name, progress=False, check_hash=check_hash)
+        return source_sha256(checkpoint or name, check_hash=check_hash)
     digest = hashlib.sha256()
     with open(Path(checkpoint).expanduser(), "rb") as f:
         while chunk := f.read(_CHUNK):

@@ -22,6 +22,7 @@ from ._registry import (
     get_weights,
     imagenet_categories,
     list_models,
+    released_files,
     robustness,
 )
 from ._transforms import (
@@ -77,6 +78,7 @@ __all__ = [
     "meta_skeleton",
     "normalization",
     "normalize_indices",
+    "released_files",
     "resolve_device",
     "robustness",
     "update_readme",

@@ -32,6 +32,7 @@ __all__ = [
     "get_weights",
     "imagenet_categories",
     "list_models",
+    "released_files",
     "robustness",
 ]
 
@@ -335,6 +336,12 @@ _ROBUSTNESS: dict[str, Robustness] = {
 def robustness(name: str) -> Robustness:
     """ImageNet-V2/R/A/Sketch top-1/top-5 of model ``name``'s released file (timm's tables)."""
     return _ROBUSTNESS[get_weights(name).name]
+
+
+def released_files() -> dict[str, str]:
+    """The released files' names in the cache (as torch.hub and timm name them), each with its
+    model's name: what the cache lists under a model name, and whose sha256 prefix is real."""
+    return {w.filename: w.name for w in _REGISTRY.values()}
 
 
 def list_models(pattern: str | None = None) -> list[str]:
