@@ -127,7 +127,11 @@ def test_classify_shards_record_the_run_and_every_error(runs: Path, data: Path) 
         "shards": SHARDS,
     }
     spec = json.loads((folder / "run.json").read_text())
-    assert spec["model"] == "resnet18_ssl" and spec["options"] == {"dtype": "float32", "top_k": 5}
+    assert spec["model"] == "resnet18_ssl" and spec["options"] == {
+        "dtype": "float32",
+        "engine": "torch",
+        "top_k": 5,
+    }
     assert (spec["inputs"], spec["shard_size"], spec["command"]) == (INPUTS, SHARD, "classify")
     assert len(spec["checkpoint_sha256"]) == 64 and len(spec["input_fingerprint"]) == 64
     errors = {Path(r["path"]).name: r["error"] for r in _shard_lines(folder) if "error" in r}

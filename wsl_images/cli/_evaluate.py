@@ -14,6 +14,7 @@ from collections.abc import Callable
 __all__ = ["register"]
 
 _DTYPES = ("float32", "bfloat16", "float16")
+ENGINES = ("torch", "onnxruntime")  # wsl_images.inference.ENGINES, without importing torch
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -60,6 +61,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--output", "-o", metavar="FILE.json", help="write the full result here (atomically)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="torch",
+        help="what runs the model: torch (default) or onnxruntime (CPUs: faster; needs "
+        "wsl-images[onnxruntime]; its graph is exported once and kept in the cache)",
+    )
     p.set_defaults(func=_evaluate)
 
 
@@ -99,6 +107,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             limit=args.limit,
             progress=not args.no_progress,
             context=ctx,
+            engine=args.engine,
         )
     finally:
         shutdown(ctx)

@@ -69,6 +69,7 @@ class EvalResult:
     checkpoint: str | None
     dtype: str
     device: str
+    engine: str = "torch"  # what ran the forward pass: "torch" or "onnxruntime"
 
     @property
     def restricted(self) -> bool:
@@ -89,7 +90,7 @@ class EvalResult:
             f"{self.model} on {self.data} ({_LAYOUT_TEXT[self.layout]}, {classes})",
             f"top-1 {self.top1:.3f}%  top-5 {self.top5:.3f}%  on {self.count} images",
             f"unreadable: {self.failed}; non-image files skipped: {self.skipped}; "
-            f"{self.seconds:.1f} s ({self.dtype}, {self.device})",
+            f"{self.seconds:.1f} s ({self.dtype}, {self.device}, engine {self.engine})",
             f"reference, ImageNet-1k val: {w.top1:.1f}/{w.top5:.1f} published, "
             f"{w.top1_remeasured:.3f}/{w.top5_remeasured:.3f} re-measured (timm)",
             f"reference, timm: {robustness(w.name).describe()}",
@@ -115,6 +116,7 @@ def evaluate(
     limit: int | None = None,
     progress: bool = True,
     context: Context | None = None,
+    engine: str = "torch",
 ) -> EvalResult:
     """Top-1/top-5 of model ``name`` on the labelled folder ``data``.
 
@@ -128,6 +130,7 @@ def evaluate(
     share; every rank gets the result). Raises ``InvalidInputError`` for an unknown layout,
     ``ImageDecodeError`` if no image could be read.
     ``mmap``: map a local ``checkpoint_path`` file instead of reading it (see ``get_model``).
+    ``engine``: "torch" (default) or "onnxruntime" (CPUs: faster; see :class:`Classifier`).
     """
     start = time.perf_counter()
     get_weights(name)  # an unknown name fails before a long folder scan
@@ -146,6 +149,7 @@ def evaluate(
             workers=workers,
             autocast=dtype,
             progress=progress,
+            engine=engine,
         )
     )
     tally = _run(clf, evalset, ctx, progress)
@@ -282,6 +286,7 @@ def _result(
         checkpoint=None if checkpoint is None else str(checkpoint),
         dtype=str(clf.autocast_dtype or torch.float32).replace("torch.", ""),
         device=str(clf.device),
+        engine=clf.engine,
     )
 
 

@@ -129,6 +129,7 @@ def _prepare(job: ShardJob, clf: Classifier) -> _Plan:
     """Rank 0: the run's record checked or written, the listing written, the missing shards."""
     dtype = clf.autocast_dtype
     options: dict[str, Any] = {"dtype": "float32" if dtype is None else str(dtype)[6:]}
+    options["engine"] = clf.engine  # probabilities differ by ~1e-4 between engines
     if job.command == "classify":
         options["top_k"] = job.top_k
     spec = RunSpec(
