@@ -195,3 +195,13 @@ def test_a_file_outside_the_cache_is_a_source_by_its_sha256(
     assert not folder.exists()
     with pytest.raises(InvalidInputError, match="not a sha256"):
         content_source("../etc")
+
+
+def test_a_read_only_cache_without_the_folder_says_so(
+    source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ReadOnly(source.parent, monkeypatch)
+    make = Maker()
+    with pytest.raises(WslImagesError, match=r"Cannot keep .*~graph-v1 in the cache folder"):
+        keep_derived_files(source, KEY, make)
+    assert make.calls == 0  # refused before any work

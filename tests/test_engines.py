@@ -302,7 +302,7 @@ print(json.dumps([m for m in ("onnxruntime", "onnx", "onnxscript") if m in sys.m
 
 
 def test_without_the_extra_the_engine_names_it(served: Served, tmp_path: Path) -> None:
-    from hub_scenarios import HUB_USER
+    from hub_scenarios import MINIMUM
     from restricted import run_restricted
 
     code = f"""
@@ -315,7 +315,7 @@ try:
 except MissingDependencyError as exc:
     print(json.dumps(str(exc)))
 """
-    proc = run_restricted(code, distributions=HUB_USER)
+    proc = run_restricted(code, distributions=MINIMUM)  # torch and torchvision alone
     assert proc.returncode == 0, proc.stderr
     said = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "pip install 'wsl-images[onnxruntime]'" in said and "onnxruntime" in said
@@ -323,7 +323,7 @@ except MissingDependencyError as exc:
     photo().save(tmp_path / "x.jpg")
     args = ["classify", "--engine", "onnxruntime", "--checkpoint", str(served[1]["zip"])]
     args.append(str(tmp_path / "x.jpg"))
-    proc = run_restricted(cli, distributions=HUB_USER, args=args)
+    proc = run_restricted(cli, distributions=MINIMUM, args=args)
     assert proc.returncode == 1 and "pip install 'wsl-images[onnxruntime]'" in proc.stderr
 
 

@@ -23,7 +23,7 @@ from ..distributed import Context, resolve_device
 from ..errors import ImageDecodeError, InvalidInputError
 from ..models import checkpoint_file, get_model
 from ..zoo import DEFAULT_MODEL, geometry, get_weights, normalization
-from ._engines import Engine, OnnxRuntimeEngine, TorchEngine, check_engine
+from ._engines import Engine, TorchEngine, check_engine
 from ._pipeline import ImageInput, default_workers, make_batch_loader
 
 __all__ = ["Classifier", "Outcome", "Prediction"]
@@ -132,18 +132,17 @@ class Classifier:
             cache_dir=cache_dir,
         ).eval()
         runner: Engine | None = None
-        if self.engine == "onnxruntime":
-            from ._graph import obtain_graph
+        if self.engine == "onnxruntime":  # its graph is made from the model on the CPU
+            from ._graph import onnxruntime_engine
 
-            source, cached = checkpoint_file(
+            source = checkpoint_file(
                 self.name,
                 checkpoint_path,
                 progress=progress,
                 check_hash=check_hash,
                 cache_dir=cache_dir,
             )
-            graph = obtain_graph(model, self.weights, source, cached=cached, cache_dir=cache_dir)
-            runner = OnnxRuntimeEngine(graph, self.device, torch.get_num_threads())
+            runner = onnxruntime_engine(model, self.weights, source, self.device, cache_dir)
         self.model = model.to(self.device, memory_format=torch.channels_last)
         self._engine = runner or TorchEngine(self.model, self.device, self.autocast_dtype)
 

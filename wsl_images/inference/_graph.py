@@ -26,14 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 from .. import cache
 from ..export import export_onnx
-from ._engines import PooledFeatures
+from ._engines import OnnxRuntimeEngine, PooledFeatures
 
 if TYPE_CHECKING:
+    import torch
     from torchvision.models import ResNet
 
     from ..zoo import Weights
 
-__all__ = ["GRAPH", "graph_key", "graph_spec", "obtain_graph"]
+__all__ = ["GRAPH", "graph_key", "graph_spec", "obtain_graph", "onnxruntime_engine"]
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +100,19 @@ def obtain_graph(
         (folder / ABOUT).write_text(json.dumps(about, indent=1) + "\n", encoding="utf-8")
 
     return cache.keep_derived_files(source, key, make) / GRAPH
+
+
+def onnxruntime_engine(
+    model: ResNet,
+    weights: Weights,
+    checkpoint: tuple[Path, bool],
+    device: torch.device,
+    cache_dir: str | os.PathLike[str] | None,
+) -> OnnxRuntimeEngine:
+    """The onnxruntime engine of ``model`` (CPU, float32) loaded from ``checkpoint`` (its file,
+    and whether it is the cache's), on ``device``, with the threads the torch engine would use."""
+    import torch
+
+    path, cached = checkpoint
+    graph = obtain_graph(model, weights, path, cached=cached, cache_dir=cache_dir)
+    return OnnxRuntimeEngine(graph, device, torch.get_num_threads())
