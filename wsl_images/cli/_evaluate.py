@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--workers", type=_at_least(0), metavar="W", help="decoding processes (default: auto)"
     )
     p.add_argument(
-        "--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:1 ... (default auto)"
+        "--device", default="auto", metavar="D", help="auto (CUDA > MPS > CPU), cpu, cuda:N, mps"
     )
     p.add_argument(
         "--dtype",

@@ -74,7 +74,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=_positive, default=32, help="images per forward (32)")
     p.add_argument("--workers", type=_natural, help="decoding processes (default: auto)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
+    p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda:N, mps")
     p.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "float16"),

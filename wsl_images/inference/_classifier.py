@@ -22,7 +22,7 @@ from .._util import progress_bar
 from ..distributed import Context, resolve_device
 from ..errors import ImageDecodeError, InvalidInputError
 from ..models import get_model
-from ..zoo import DEFAULT_MODEL, geometry, get_weights, normalization
+from ..zoo import DEFAULT_MODEL, autocast_dtype, geometry, get_weights, normalization
 from ._pipeline import ImageInput, default_workers, make_batch_loader
 
 __all__ = ["Classifier", "Outcome", "Prediction", "pooled_features"]
@@ -73,10 +73,11 @@ class Classifier:
     (``ckpt-epoch-10.pth``) and whose source you trust.
     ``mmap``: map a local ``checkpoint_path`` file instead of reading it (see ``get_model``:
     then saving that file again in place changes the weights this classifier uses).
-    ``device``: None/"auto" (CUDA when present), "cpu", "cuda:1"... ``batch_size``: images per
-    forward. ``workers``: DataLoader processes that decode (None: 1 per 4 cores for a CPU model,
-    up to 8 for a GPU; 0: decode in this process). ``autocast``: "bfloat16"/"float16" run the
-    forward under ``torch.autocast`` (mixed precision, for GPUs; the weights stay float32).
+    ``device``: None/"auto" (CUDA, else MPS, else CPU), "cpu", "cuda:1", "mps"...
+    ``batch_size``: images per forward. ``workers``: DataLoader processes that decode (None: 1
+    per 4 cores for a CPU model, up to 8 for a GPU; 0: decode in this process). ``autocast``:
+    "bfloat16"/"float16" run the forward under ``torch.autocast`` (mixed precision, for GPUs;
+    the weights stay float32; bfloat16 is float16 where the device lacks it).
     ``progress``: download and tqdm bars (on a TTY only). ``cache_dir``: where downloaded
     weights are kept (default: the cache's, see the README). ``name`` may be an alias
     (``ig_resnext101_32x8d``, timm's names); ``.name`` is then the model it names.
@@ -120,7 +121,7 @@ class Classifier:
                 stacklevel=2,
             )
             autocast = dtype if autocast is None else autocast
-        self.autocast_dtype = _dtype(autocast)
+        self.autocast_dtype = autocast_dtype(_dtype(autocast), self.device)
         self.progress = progress
         self.categories: list[str] = self.weights.meta["categories"]
         self.geometry = geometry(self.weights.preprocessing)

@@ -36,7 +36,7 @@ from ._transforms import (
 
 if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
     from ._channels import RGB, adapt_input_conv, check_in_chans, input_conv
-    from ._devices import available_devices, resolve_device
+    from ._devices import autocast_dtype, available_devices, resolve_device
     from ._features import (
         DEFAULT_OUT_INDICES,
         FeatureExtractor,
@@ -64,6 +64,7 @@ __all__ = [
     "Preprocessing",
     "Weights",
     "adapt_input_conv",
+    "autocast_dtype",
     "available_devices",
     "check_in_chans",
     "docstring",
@@ -91,6 +92,7 @@ __getattr__, __dir__ = lazy_names(
         "adapt_input_conv": "._channels",
         "check_in_chans": "._channels",
         "input_conv": "._channels",
+        "autocast_dtype": "._devices",
         "available_devices": "._devices",
         "resolve_device": "._devices",
         "DEFAULT_OUT_INDICES": "._features",
