@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import shutil
 import sys
 import tempfile
@@ -60,6 +61,18 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("WSL_IMAGES_BACKOFF", "0.01")
     monkeypatch.setenv("WSL_IMAGES_TIMEOUT", "5")
     return cache
+
+
+@pytest.fixture(params=["default", "spawn"])
+def start_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test whose DataLoader has workers twice: as workers start by default here, and
+    spawned, as on macOS and Windows (a spawned worker imports everything afresh and gets its
+    dataset pickled). Where spawn is the default already, the second run is skipped."""
+    if request.param == "spawn":
+        if multiprocessing.get_start_method() == "spawn":
+            pytest.skip("spawn is this platform's default start method: run once already")
+        monkeypatch.setenv("WSL_IMAGES_START_METHOD", "spawn")
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")

@@ -119,6 +119,7 @@ def test_cli_writes_the_result_and_counts_unreadable_images(
     labelled: Labelled,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    start_method: str,
 ) -> None:
     data = tmp_path / "val"
     file_under(data, dict(enumerate(imagenet_wnids())), pool[0], labelled)

@@ -72,7 +72,9 @@ def test_paths_pil_and_tensors_agree(clf: Classifier, files: dict[str, Path]) ->
     assert pred_gray[0].indices == pred_gray[1].indices
 
 
-def test_batch_size_does_not_change_results(served: Served, files: dict[str, Path]) -> None:
+def test_batch_size_does_not_change_results(
+    served: Served, files: dict[str, Path], start_method: str
+) -> None:
     images = [photo(seed=s) for s in range(5)]
     one = Classifier("resnet18_ssl", checkpoint_path=served[1]["zip"], batch_size=1, workers=0)
     four = Classifier("resnet18_ssl", checkpoint_path=served[1]["zip"], batch_size=4, workers=2)

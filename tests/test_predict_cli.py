@@ -39,7 +39,11 @@ def _classify(served: Served, *args: str) -> list[str]:
 
 
 def test_classify_jsonl_labels_every_mode_and_reports_every_bad_file(
-    served: Served, tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    served: Served,
+    tree: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    start_method: str,
 ) -> None:
     out = tmp_path / "labels.jsonl"
     bad = [str(tree / "bad" / f) for f in ["bomb.png", "empty.jpg", "notes.png", "truncated.jpg"]]

@@ -180,13 +180,15 @@ def test_read_results_yields_every_input_in_order(runs: Path) -> None:
     assert all(r.embedding is None and r.row is None for r in rows)
 
 
-def test_embed_shards_hold_the_single_file_rows(served: Served, data: Path, tmp_path: Path) -> None:
+def test_embed_shards_hold_the_single_file_rows(
+    served: Served, data: Path, tmp_path: Path, start_method: str
+) -> None:
     folder = data / "folder"
     small = tmp_path / "small.txt"
     photos = sorted((folder / "photos" / "00").iterdir())[:9]
     small.write_text("\n".join(map(str, [folder / "bad", *photos, folder / "web-000000.tar"])))
     common = ["--model", "resnet18_ssl", "--checkpoint", str(served[1]["zip"]), "--no-progress"]
-    common += ["--batch-size", "4", "--files-from", str(small)]
+    common += ["--batch-size", "4", "--files-from", str(small), "--workers", "1"]
     assert main(["embed", *common, "-o", str(tmp_path / "ref.npy")]) == 1
     out = tmp_path / "embed"
     assert main(["embed", *common, "--output-dir", str(out), "--shard-size", "4"]) == 1

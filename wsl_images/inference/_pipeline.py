@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import InvalidInputError
 from ._images import load_image, to_rgb
+from ._start import worker_context
 from ._tars import TarMember
 
 __all__ = ["Batch", "ImageInput", "default_workers", "make_batch_loader", "make_loader"]
@@ -156,5 +157,6 @@ def make_batch_loader(
         collate_fn=_collate,
         pin_memory=pin_memory,
         prefetch_factor=4 if workers else None,
+        multiprocessing_context=worker_context() if workers else None,
     )
     return loader
