@@ -180,6 +180,18 @@ def test_read_results_yields_every_input_in_order(runs: Path) -> None:
     assert all(r.embedding is None and r.row is None for r in rows)
 
 
+def test_result_paths_given_again_are_the_same_inputs(runs: Path) -> None:
+    """A row's path, tar members' included, read back as an input is the input it came from."""
+    from wsl_images.inference import TarMember, iter_inputs
+    from wsl_images.jobs._listing import Listing
+
+    rows = list(wsl_images.read_results(runs / "classify"))
+    listing = list(Listing(runs / "classify", count=INPUTS, shard_size=SHARD))
+    again = list(iter_inputs(r.path for r in rows))
+    assert sum(isinstance(e, TarMember) and e.error is None for e in listing) == 6
+    assert again == listing
+
+
 def test_embed_shards_hold_the_single_file_rows(
     served: Served, data: Path, tmp_path: Path, start_method: str
 ) -> None:

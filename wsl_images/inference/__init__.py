@@ -13,7 +13,7 @@ from ._classifier import Classifier, Outcome, Prediction, pooled_features
 from ._images import ImageSource, expand_paths, image_extensions, load_image, to_rgb, walk_files
 from ._inputs import Entry, decode, encode, entry_path, iter_inputs, read_lines
 from ._pipeline import Batch, ImageInput, default_workers, make_batch_loader, make_loader
-from ._tars import IMAGE_SUFFIXES, TarMember, is_tar, iter_members
+from ._tars import IMAGE_SUFFIXES, TarMember, is_tar, iter_members, split_member_path
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -39,6 +39,7 @@ __all__ = [
     "make_loader",
     "pooled_features",
     "read_lines",
+    "split_member_path",
     "to_rgb",
     "walk_files",
 ]
