@@ -85,6 +85,22 @@ def test_classify_table_csv_and_stdin(
     assert lines[0] == str(rgb) and lines[1].strip().endswith(")") and len(lines) == 2
 
 
+def test_a_name_stdout_cannot_encode_is_escaped_not_a_crash(
+    served: Served, tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on Windows, where a redirected stdout encodes in the ANSI code page (cp1252)."""
+    named = tmp_path / "猫 café.jpg"
+    named.write_bytes((tree / "photos" / "rgb.jpg").read_bytes())
+    raw = io.BytesIO()
+    stdout = io.TextIOWrapper(raw, encoding="cp1252", newline="\n")  # errors="strict"
+    monkeypatch.setattr("sys.stdout", stdout)
+    assert main([*_classify(served, "--top-k", "1", "--workers", "0"), str(named)]) == 0
+    stdout.flush()
+    lines = raw.getvalue().decode("cp1252").splitlines()
+    assert lines[0] == str(named).replace("猫", "\\u732b")  # café is in cp1252
+    assert lines[1].strip().endswith(")") and len(lines) == 2
+
+
 def test_classify_matches_the_python_api(served: Served, tree: Path, tmp_path: Path) -> None:
     out = tmp_path / "l.jsonl"
     assert (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import sys
 from collections.abc import Iterator
@@ -40,10 +41,19 @@ def check_output(path: str | None) -> None:
 def open_output(path: str | None) -> Iterator[TextIO]:
     """``path`` for writing text, atomically; stdout when ``path`` is None."""
     if path is None:
-        yield sys.stdout
+        yield _tolerant(sys.stdout)
         return
     with atomic_file(path) as tmp, open(tmp.fd, "w", encoding="utf-8", closefd=False) as out:
         yield out
+
+
+def _tolerant(stream: TextIO) -> TextIO:
+    """``stream``, escaping what its encoding cannot write instead of failing mid-run: on
+    Windows a redirected stdout encodes in the ANSI code page (cp1252, ...), which has no
+    character for most non-Latin file names."""
+    if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+        stream.reconfigure(errors="backslashreplace")
+    return stream
 
 
 class ClassifyWriter:
