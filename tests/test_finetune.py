@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from platforms import skip_without_torchrun
 from server import FileServer
 
 from wsl_images import get_model
@@ -38,6 +39,7 @@ def colours(tmp_path: Path) -> Path:
 def _run(args: list[str], *, processes: int = 1) -> None:
     launcher = [sys.executable]
     if processes > 1:
+        skip_without_torchrun()
         # --standalone: a free rendezvous port, so parallel test runs cannot collide.
         launcher += ["-m", "torch.distributed.run", "--standalone"]
         launcher += ["--nproc-per-node", str(processes)]
