@@ -60,6 +60,9 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # Network faults are retried quickly in tests (the defaults wait seconds between attempts).
     monkeypatch.setenv("WSL_IMAGES_BACKOFF", "0.01")
     monkeypatch.setenv("WSL_IMAGES_TIMEOUT", "5")
+    # Models run on the CPU, as on a machine without an accelerator; test_devices.py simulates
+    # the others. (GitHub's macOS runners report an MPS device that cannot allocate.)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     return cache
 
 

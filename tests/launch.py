@@ -37,4 +37,6 @@ def torchrun(
 
 def wsl_images_cli(args: list[str], cache: Path) -> subprocess.CompletedProcess[str]:
     """``wsl-images ARGS`` on 2 ranks, with its own cache folder."""
-    return torchrun(["-m", "wsl_images", *args], env={"WSL_IMAGES_CACHE": str(cache)})
+    # On the CPU: as every test's models (platforms.models_on_cpu).
+    program = ["-m", "wsl_images", *args, "--device", "cpu"]
+    return torchrun(program, env={"WSL_IMAGES_CACHE": str(cache)})

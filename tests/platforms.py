@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["needs_proc_fd", "needs_symlinks", "skip_without_torchrun"]
+__all__ = ["models_on_cpu", "needs_proc_fd", "needs_symlinks", "skip_without_torchrun"]
 
 
 def _can_symlink() -> bool:
@@ -41,3 +41,12 @@ def skip_without_torchrun() -> None:
         pytest.skip("this torch was built without torch.distributed")
     if sys.platform == "win32":
         pytest.skip("torchrun is not supported on Windows (torch's rendezvous needs libuv there)")
+
+
+def models_on_cpu() -> None:
+    """Hide MPS from this process: the suite runs its models on the CPU on every platform, as
+    device "auto" does without an accelerator (device choice is tested by simulation).
+    GitHub's macOS runners report an MPS device that cannot allocate memory."""
+    import torch
+
+    torch.backends.mps.is_available = lambda: False

@@ -163,7 +163,9 @@ def test_killed_classify_and_export_leave_nothing_after_the_next_run(
     out = tmp_path / "out"
     out.mkdir()
     common = ["--model", "resnet18_ssl", "--checkpoint", checkpoint, "--no-progress"]
-    classify = [*_cli("classify", *common, "--workers", "0", "--batch-size", "1")]
+    classify = [
+        *_cli("classify", *common, "--workers", "0", "--batch-size", "1", "--device", "cpu")
+    ]
     proc = subprocess.Popen(
         [*classify, "--format", "jsonl", "-o", str(out / "x.jsonl"), str(images)]
     )

@@ -42,6 +42,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _args(command: str, checkpoint: Path, data: Path, *extra: str) -> list[str]:
     common = ["--model", "resnet18_ssl", "--checkpoint", str(checkpoint), "--batch-size", "8"]
     common += ["--workers", "1", "--no-progress", "--files-from", str(data / "list.txt")]
+    common += ["--device", "cpu"]  # in the killed process too (platforms.models_on_cpu)
     return [command, *common, str(data / "folder"), *extra]
 
 
