@@ -52,8 +52,8 @@ def _kind(path: Path) -> str:
 
 
 class _Members:
-    """The image members of the archive last asked about, by name (a list of members' paths
-    holds many of one archive in a row: each archive's headers are read once per run)."""
+    """The image members of the archive last asked about, by name: members' paths come grouped
+    by archive (as a run lists them), so an archive's headers are read once per group."""
 
     def __init__(self) -> None:
         self.archive: str | None = None
