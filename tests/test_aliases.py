@@ -89,8 +89,9 @@ def test_alias_is_logged_with_the_model_it_names(caplog: pytest.LogCaptureFixtur
     ]
 
 
-def test_unknown_name_suggests_aliases_too() -> None:
-    with pytest.raises(UnknownModelError, match=r"Did you mean 'swsl_resnext50_32x4d'"):
+def test_a_name_close_to_an_alias_suggests_the_model_it_names() -> None:
+    # Suggestions are canonical names: the alias swsl_resnext50_32x4d leads to its model.
+    with pytest.raises(UnknownModelError, match=r"Did you mean 'resnext50_32x4d_swsl'\?"):
         get_weights("swsl_resnext50_32x4")
 
 

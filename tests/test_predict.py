@@ -92,7 +92,7 @@ def test_bad_inputs_raise_naming_them_and_stream_keeps_the_rest(
 
 
 def test_invalid_arguments(clf: Classifier) -> None:
-    with pytest.raises(InvalidInputError, match=r"top_k must be between 1 and 1000, got 0"):
+    with pytest.raises(InvalidInputError, match=r"top_k must be at least 1, got 0"):
         clf.stream_predictions([photo()], top_k=0)  # checked at the call, not at the first result
     with pytest.raises(ImageDecodeError, match=r"CHW with 1 or 3 channels, got shape \(4, 8, 8\)"):
         clf.predict([torch.zeros(4, 8, 8)])

@@ -79,8 +79,9 @@ class EvalResult:
         """Plain JSON-ready data (``--output FILE.json``)."""
         return {**asdict(self), "restricted": self.restricted}
 
-    def summary(self) -> list[str]:
-        """Lines for a person: the numbers, then the reference numbers to compare them with."""
+    def summary(self) -> str:
+        """What ``wsl-images evaluate`` prints: the numbers, then the reference numbers to
+        compare them with, one per line (no trailing newline)."""
         w = get_weights(self.model)
         classes = f"{len(self.classes_used)} classes" + (
             ", logits restricted to them" if self.restricted else ""
@@ -98,7 +99,7 @@ class EvalResult:
             lines.insert(2, f"sample: at most {self.limit} images, spread across classes")
         if self.checkpoint is not None:
             lines.insert(1, f"checkpoint: {self.checkpoint} (references: the released file)")
-        return lines
+        return "\n".join(lines)
 
 
 def evaluate(
@@ -148,9 +149,23 @@ def evaluate(
             progress=progress,
         )
     )
+    _check_head(clf, checkpoint_path)
     tally = _run(clf, evalset, ctx, progress)
     totals, failures = _reduce(ctx, tally)
     return _result(clf, evalset, totals, failures, start, limit, checkpoint_path)
+
+
+def _check_head(clf: Classifier, checkpoint: str | os.PathLike[str] | None) -> None:
+    """ImageNet accuracy needs ImageNet's 1000-class head (a fine-tuned one has other classes)."""
+    if clf.head and clf.num_classes == len(imagenet_wnids()):
+        return
+    what = f"an fc of {clf.num_classes} outputs" if clf.head else "no fc (a backbone)"
+    msg = (
+        f"Checkpoint {os.fspath(checkpoint or clf.name)!r} has {what}: evaluate measures "
+        f"accuracy over the {len(imagenet_wnids())} ImageNet classes and needs a checkpoint "
+        "with ImageNet's head (use classify to run a fine-tuned one)."
+    )
+    raise InvalidInputError(msg)
 
 
 def default_batch_size(device: torch.device) -> int:

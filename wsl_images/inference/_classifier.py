@@ -9,6 +9,7 @@ sharded across ranks and merged on rank 0 (:mod:`wsl_images.distributed`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -21,20 +22,22 @@ from torchvision.models import ResNet
 from .._util import progress_bar
 from ..distributed import Context, resolve_device
 from ..errors import ImageDecodeError, InvalidInputError
-from ..models import get_model
-from ..zoo import DEFAULT_MODEL, geometry, get_weights, normalization
+from ..models import load_trained
+from ..zoo import geometry, imagenet_categories, normalization
+from ._batch import Images, as_batch, labels_for
 from ._pipeline import ImageInput, default_workers, make_batch_loader
 
 __all__ = ["Classifier", "Outcome", "Prediction", "pooled_features"]
 
 _DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """Top-k ImageNet classes of one image, most probable first."""
+    """Top-k classes of one image, most probable first (ImageNet's, or the model's own)."""
 
     labels: list[str]
     indices: list[int]
@@ -82,13 +85,23 @@ class Classifier:
     (``ig_resnext101_32x8d``, timm's names); ``.name`` is then the model it names.
     ``dtype=`` is the deprecated spelling of ``autocast=``.
 
+    ``name`` None: the default model, or with ``checkpoint_path`` the architecture its shapes
+    show (logged at INFO). ``num_classes``: outputs of the checkpoint's ``fc`` (None: read from
+    it; a fine-tuned head of any size works, and ``embed`` ignores the head; a checkpoint
+    without ``fc`` can only ``embed``). ``labels``: one name per class; by default the
+    checkpoint's ``classes`` entry (as ``examples/finetune.py`` saves it), else ImageNet's names
+    for 1000 classes, else the class indices ("0", "1", ...). ``.categories`` holds them.
+
+    Methods take a list of images or one image alone (a path, PIL image or CHW tensor: a batch
+    of one, e.g. ``predict("cat.jpg")`` returns a list of one result).
+
     >>> clf = Classifier("resnet50_swsl")
     >>> clf.predict(["cat.jpg"], top_k=3)[0].labels
     """
 
     def __init__(
         self,
-        name: str = DEFAULT_MODEL,
+        name: str | None = None,
         *,
         checkpoint_path: str | os.PathLike[str] | None = None,
         check_hash: bool = True,
@@ -100,6 +113,8 @@ class Classifier:
         progress: bool = True,
         cache_dir: str | os.PathLike[str] | None = None,
         dtype: str | torch.dtype | None = None,
+        num_classes: int | None = None,
+        labels: Sequence[str] | None = None,
     ) -> None:
         if batch_size < 1:
             msg = f"batch_size must be at least 1, got {batch_size!r}."
@@ -107,8 +122,6 @@ class Classifier:
         if workers is not None and workers < 0:
             msg = f"workers must be 0 (decode in this process) or more, got {workers!r}."
             raise InvalidInputError(msg)
-        self.weights = get_weights(name)
-        self.name = self.weights.name
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self.workers = default_workers(self.device) if workers is None else workers
@@ -122,36 +135,60 @@ class Classifier:
             autocast = dtype if autocast is None else autocast
         self.autocast_dtype = _dtype(autocast)
         self.progress = progress
-        self.categories: list[str] = self.weights.meta["categories"]
-        self.geometry = geometry(self.weights.preprocessing)
-        self.normalize = normalization(self.weights.preprocessing)
-        model = get_model(
-            self.name,
+        self._load(name, checkpoint_path, check_hash, mmap, cache_dir, num_classes, labels)
+
+    def _load(
+        self,
+        name: str | None,
+        checkpoint_path: str | os.PathLike[str] | None,
+        check_hash: bool,
+        mmap: bool,
+        cache_dir: str | os.PathLike[str] | None,
+        num_classes: int | None,
+        labels: Sequence[str] | None,
+    ) -> None:
+        loaded = load_trained(
+            name,
             checkpoint_path=checkpoint_path,
+            num_classes=num_classes,
             check_hash=check_hash,
             mmap=mmap,
-            progress=progress,
+            progress=self.progress,
             cache_dir=cache_dir,
         )
-        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+        self.weights = loaded.weights  # the architecture and preprocessing used
+        self.name = self.weights.name
+        self.num_classes, self.head = loaded.num_classes, loaded.head
+        self.categories, origin = labels_for(
+            loaded.num_classes, given=labels, saved=loaded.classes, imagenet=imagenet_categories()
+        )
+        if origin != "ImageNet's classes":
+            log.info("%s: %d classes, labelled with %s", self.name, self.num_classes, origin)
+        self.geometry = geometry(self.weights.preprocessing)
+        self.normalize = normalization(self.weights.preprocessing)
+        self.model = loaded.model.eval().to(self.device, memory_format=torch.channels_last)
 
-    def predict(self, images: Sequence[ImageInput], top_k: int = 5) -> list[Prediction]:
-        """Top-``top_k`` labels, class indices and probabilities for each image, in order.
+    def predict(self, images: Images, top_k: int = 5) -> list[Prediction]:
+        """Top-``top_k`` labels, class indices and probabilities for each image, in order
+        (``top_k`` above the number of classes gives them all). One image alone: a list of one.
 
         Raises ``ImageDecodeError`` naming every input that could not be read; use
         :meth:`stream_predictions` to get the other results as well.
         """
-        return _collect(self.stream_predictions(images, top_k=top_k), images)
+        batch = as_batch(images)
+        return _collect(self.stream_predictions(batch, top_k=top_k), batch, "stream_predictions")
 
-    def embed(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """Pooled features (the input of ``fc``, float32), one row per image."""
-        rows = _collect(self.stream_embeddings(images), images)
+    def embed(self, images: Images) -> torch.Tensor:
+        """Pooled features (the input of ``fc``, float32), one row per image (one image alone:
+        one row). Raises ``ImageDecodeError`` as :meth:`predict`."""
+        batch = as_batch(images)
+        rows = _collect(self.stream_embeddings(batch), batch, "stream_embeddings")
         width = self.weights.arch.num_features
         return torch.stack(rows) if rows else torch.empty(0, width)
 
     def stream_predictions(
         self,
-        images: Sequence[ImageInput],
+        images: Images,
         *,
         top_k: int = 5,
         context: Context | None = None,
@@ -163,15 +200,21 @@ class Classifier:
         every outcome. ``batches``: process only these positions of ``images``, cut into these
         batches (at most ``batch_size`` each), in this process, and yield their outcomes in
         that order; no merge across ranks (``context`` only says who shows progress)."""
-        if not 1 <= top_k <= len(self.categories):
-            msg = f"top_k must be between 1 and {len(self.categories)}, got {top_k!r}."
+        if top_k < 1:
+            msg = f"top_k must be at least 1, got {top_k!r}."
             raise InvalidInputError(msg)
-        head = self._classify_head(top_k)
-        return self._stream(images, head, context or Context(), batches)
+        if not self.head:
+            msg = (
+                f"This {self.name} checkpoint has no fc (a backbone saved without its head): it "
+                "can embed images, not classify them. Load a checkpoint that includes fc."
+            )
+            raise InvalidInputError(msg)
+        head = self._classify_head(min(top_k, len(self.categories)))
+        return self._stream(as_batch(images), head, context or Context(), batches)
 
     def stream_embeddings(
         self,
-        images: Sequence[ImageInput],
+        images: Images,
         *,
         context: Context | None = None,
         batches: Sequence[Sequence[int]] | None = None,
@@ -180,7 +223,7 @@ class Classifier:
         otherwise as :meth:`stream_predictions`."""
         # Clones: a row view would drag its whole batch along when pickled (gather_object).
         return self._stream(
-            images,
+            as_batch(images),
             lambda feats: [row.clone() for row in feats.float().cpu()],
             context or Context(),
             batches,
@@ -188,7 +231,7 @@ class Classifier:
 
     def stream(
         self,
-        images: Sequence[ImageInput],
+        images: Images,
         *,
         top_k: int | None = 5,
         context: Context | None = None,
@@ -280,14 +323,15 @@ class Classifier:
             return pooled_features(self.model, x).float()
 
 
-def _collect(outcomes: Iterator[Outcome[T]], images: Sequence[ImageInput]) -> list[T]:
+def _collect(outcomes: Iterator[Outcome[T]], images: Sequence[ImageInput], stream: str) -> list[T]:
     done = list(outcomes)
     failed = [o for o in done if o.value is None]
     if failed:
         lines = "; ".join(f"{_describe(images[o.index], o.index)}: {o.error}" for o in failed[:5])
         msg = (
             f"{len(failed)} of {len(done)} images could not be used ({lines}). "
-            "Fix or drop them, or use Classifier.stream() to get the other results."
+            f"Fix or drop them, or use Classifier.{stream}() to get the other results "
+            "(one outcome per image, with its error or its value)."
         )
         raise ImageDecodeError(msg)
     return [o.value for o in done if o.value is not None]

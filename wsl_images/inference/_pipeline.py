@@ -76,7 +76,30 @@ def _check_tensor(image: torch.Tensor) -> torch.Tensor:
         msg = f"Tensor images must be uint8 (0-255) or float (0-1), got dtype {image.dtype}."
         raise InvalidInputError(msg)
     image = image.detach().cpu()
+    if image.is_floating_point():
+        _check_range(image)
     return image.expand(3, -1, -1) if image.shape[0] == 1 else image
+
+
+# Float images are 0-1; a little beyond is rounding (a resize, a colour conversion), not 0-255.
+_FLOAT_SLACK = 1 / 255
+
+
+def _check_range(image: torch.Tensor) -> None:
+    """Refuse float pixels outside [0, 1]: 0-255 values, or normalised ones, as floats."""
+    if image.numel() == 0:
+        return
+    if not bool(torch.isfinite(image).all()):
+        msg = "Float tensor image holds NaN or infinite values: pass finite values in [0, 1]."
+        raise InvalidInputError(msg)
+    low, high = float(image.min()), float(image.max())
+    if low < -_FLOAT_SLACK or high > 1 + _FLOAT_SLACK:
+        msg = (
+            f"Float tensor images must hold values in [0, 1], got {low:.4g} to {high:.4g}: "
+            "divide 0-255 values by 255 (or pass a uint8 tensor); do not normalise them, the "
+            "model's preprocessing does."
+        )
+        raise InvalidInputError(msg)
 
 
 class _Inputs(Dataset[tuple[int, torch.Tensor | None, str | None]]):
