@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -23,7 +23,9 @@ from ..distributed import Context, resolve_device
 from ..errors import ImageDecodeError, InvalidInputError
 from ..models import get_model
 from ..zoo import DEFAULT_MODEL, geometry, get_weights, normalization
-from ._pipeline import ImageInput, default_workers, make_batch_loader
+from ._devdecode import decoder_for
+from ._growing import Growing
+from ._pipeline import ImageInput, batch_size_for, chunk_for, default_workers, make_batch_loader
 
 __all__ = ["Classifier", "Outcome", "Prediction", "pooled_features"]
 
@@ -74,13 +76,16 @@ class Classifier:
     ``mmap``: map a local ``checkpoint_path`` file instead of reading it (see ``get_model``:
     then saving that file again in place changes the weights this classifier uses).
     ``device``: None/"auto" (CUDA when present), "cpu", "cuda:1"... ``batch_size``: images per
-    forward. ``workers``: DataLoader processes that decode (None: 1 per 4 cores for a CPU model,
-    up to 8 for a GPU; 0: decode in this process). ``autocast``: "bfloat16"/"float16" run the
+    forward (None: 32 on a CPU; on a GPU by the model's GFLOPs, 256 for ResNet-50).
+    ``workers``: DataLoader processes that decode (None: 1 per 4 cores for a CPU model, every
+    core but one for a GPU; 0: decode in this process). ``autocast``: "bfloat16"/"float16" run the
     forward under ``torch.autocast`` (mixed precision, for GPUs; the weights stay float32).
     ``progress``: download and tqdm bars (on a TTY only). ``cache_dir``: where downloaded
     weights are kept (default: the cache's, see the README). ``name`` may be an alias
     (``ig_resnext101_32x8d``, timm's names); ``.name`` is then the model it names.
-    ``dtype=`` is the deprecated spelling of ``autocast=``.
+    ``dtype=`` is the deprecated spelling of ``autocast=``. ``decode``: where JPEG files are
+    decoded: "auto" (on CUDA, the GPU decodes a share beside the CPU workers; elsewhere the
+    CPU), "cpu" (the workers, with Pillow), "gpu" (every JPEG the GPU can take; CUDA only).
 
     >>> clf = Classifier("resnet50_swsl")
     >>> clf.predict(["cat.jpg"], top_k=3)[0].labels
@@ -94,14 +99,15 @@ class Classifier:
         check_hash: bool = True,
         mmap: bool = False,
         device: str | torch.device | None = None,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         workers: int | None = None,
         autocast: str | torch.dtype | None = None,
         progress: bool = True,
         cache_dir: str | os.PathLike[str] | None = None,
         dtype: str | torch.dtype | None = None,
+        decode: str = "auto",
     ) -> None:
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             msg = f"batch_size must be at least 1, got {batch_size!r}."
             raise InvalidInputError(msg)
         if workers is not None and workers < 0:
@@ -110,7 +116,7 @@ class Classifier:
         self.weights = get_weights(name)
         self.name = self.weights.name
         self.device = resolve_device(device)
-        self.batch_size = batch_size
+        self.batch_size = batch_size or batch_size_for(self.device, self.weights.meta["gflops"])
         self.workers = default_workers(self.device) if workers is None else workers
         if dtype is not None:
             warnings.warn(
@@ -125,6 +131,9 @@ class Classifier:
         self.categories: list[str] = self.weights.meta["categories"]
         self.geometry = geometry(self.weights.preprocessing)
         self.normalize = normalization(self.weights.preprocessing)
+        # Checked before the model loads: decode="gpu" without CUDA is a usage error.
+        self.decoder = decoder_for(decode, self.device, self.geometry)
+        self.decode = "cpu" if self.decoder is None else self.decoder.mode
         model = get_model(
             self.name,
             checkpoint_path=checkpoint_path,
@@ -219,6 +228,8 @@ class Classifier:
                     raise InvalidInputError(msg)
                 total += len(batch)
             merged = self._run(images, batches, head)
+        elif isinstance(images, Growing) and not ctx.active:
+            merged, total = self._run(images, _ranges(images, self.batch_size), head), None
         else:
             count = -(-len(images) // self.batch_size)
             size, n = self.batch_size, len(images)
@@ -243,15 +254,18 @@ class Classifier:
     def _run(
         self,
         images: Sequence[ImageInput],
-        batches: Sequence[Sequence[int]],
+        batches: Iterable[Sequence[int]],
         head: Callable[[torch.Tensor], list[R]],
     ) -> Iterator[list[Outcome[R]]]:
+        chunk = chunk_for(self.device, self.batch_size)
         loader = make_batch_loader(
             images,
             batches,
             self.geometry,
-            workers=min(self.workers, len(batches)),
+            workers=_needed(self.workers, images, batches, chunk or self.batch_size),
             pin_memory=self.device.type == "cuda",
+            decoder=self.decoder,
+            chunk=chunk,
         )
         for batch in loader:
             values = iter(self._forward(batch.images, head) if batch.images is not None else [])
@@ -278,6 +292,27 @@ class Classifier:
         )
         with autocast:
             return pooled_features(self.model, x).float()
+
+
+def _ranges(images: Growing[ImageInput], size: int) -> Iterator[range]:
+    """Consecutive batches of ``size`` over inputs still being listed."""
+    start = 0
+    while images.has(start):
+        images.has(start + size - 1)
+        yield range(start, min(start + size, images.known))
+        start += size
+
+
+def _needed(
+    workers: int, images: Sequence[ImageInput], batches: Iterable[Sequence[int]], chunk: int
+) -> int:
+    """No more workers than there are chunks to decode (a few images need no 15 processes)."""
+    if isinstance(images, Growing) and not isinstance(batches, Sequence):
+        images.has(workers * chunk - 1)  # lists that far at most
+        return min(workers, -(-images.known // chunk))
+    if isinstance(batches, Sequence):
+        return min(workers, sum(-(-len(b) // chunk) for b in batches[: workers + 1]))
+    return workers
 
 
 def _collect(outcomes: Iterator[Outcome[T]], images: Sequence[ImageInput]) -> list[T]:
