@@ -104,6 +104,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, help="images in the big runs (default per mode)")
     parser.add_argument("--model", help="the model of the runs (default resnet50_ssl)")
     parser.add_argument("--work", type=Path, help="where inputs are generated and kept")
+    parser.add_argument(
+        "--agreement",
+        type=int,
+        metavar="N",
+        help="only this: on N images, the CPU's decode_jpeg + the device path's float resize "
+        "against Pillow + the workers' uint8 resize, through the model (on --quick's device)",
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     if args.images:
@@ -115,6 +122,12 @@ def main() -> None:
     elif not torch.cuda.is_available():
         raise SystemExit("benchmarks/gpu.py needs CUDA (or --quick, which runs on the CPU)")
     work = args.work or REPO / "benchmarks" / ".work" / ("gpu-quick" if args.quick else "gpu")
+    if args.agreement:
+        plan = Plan(**{**FULL.__dict__, "device": plan.device, "distinct": args.agreement})
+        found = decoder_agreement(plan, make_images(work / "images", plan), work)
+        args.output.write_text(json.dumps(found, indent=1))
+        print(json.dumps(found, indent=1))
+        return
     started = time.perf_counter()
     results: dict[str, Any] = {"machine": machine(plan), "plan": plan.__dict__}
     files = make_images(work / "images", plan)
@@ -362,6 +375,46 @@ def agreement(outputs: dict[str, Path]) -> dict[str, float]:
         "cosine_mean": float(cos.mean()),
         "cosine_min": float(cos.min()),
         "cosine_p01": float(np.quantile(cos, 0.01)),
+    }
+
+
+def decoder_agreement(plan: Plan, files: list[Path], work: Path) -> dict[str, object]:
+    """The device path (decode_jpeg on ``plan.device``, float resize there) against the CPU path
+    (Pillow, full decode as evaluate does, uint8 resize in the workers), crop by crop and
+    through ``plan.model`` with random weights: pixels, top-1 and pooled-feature cosine."""
+    from wsl_images.inference import Classifier, DeviceDecoder, make_loader
+    from wsl_images.inference._share import Share
+
+    device = torch.device(plan.device)
+    clf = Classifier(plan.model, checkpoint_path=random_checkpoint(work, plan.model),
+                     device=device, decode="cpu", progress=False)  # fmt: skip
+    decoder = DeviceDecoder(device, clf.geometry, share=Share(1.0), draft=False)
+    top1, cos, pixels = [], [], []
+    workers = default_workers(device)
+    loader = make_loader(files, range(len(files)), clf.geometry, batch_size=32,
+                         workers=workers, pin_memory=False, draft=False)  # fmt: skip
+    with torch.inference_mode():
+        for batch in loader:
+            datas = [files[i].read_bytes() for i in batch.indices]
+            views = [(torch.frombuffer(bytearray(d), dtype=torch.uint8), 1) for d in datas]
+            ours = torch.stack(decoder.crops(views))  # type: ignore[arg-type]
+            pil = batch.images.to(device).float() / 255  # type: ignore[union-attr]
+            pixels.append((ours - pil).abs().mean(dim=(1, 2, 3)).cpu() * 255)
+            feats = [clf.batch_features(x) for x in (pil, ours)]
+            logits = [clf.model.fc(f).argmax(1) for f in feats]
+            top1.append((logits[0] == logits[1]).cpu())
+            cos.append(torch.cosine_similarity(*feats).cpu())
+    same, cosine, levels = torch.cat(top1), torch.cat(cos).double(), torch.cat(pixels)
+    return {
+        "images": len(files),
+        "model": plan.model,
+        "device": plan.device,
+        "top1_agreement": float(same.double().mean()),
+        "top1_changed": int((~same).sum()),
+        "cosine_mean": float(cosine.mean()),
+        "cosine_min": float(cosine.min()),
+        "pixel_mean_abs_diff_levels": float(levels.mean()),
+        "pixel_mean_abs_diff_levels_max_image": float(levels.max()),
     }
 
 
