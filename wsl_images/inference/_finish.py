@@ -124,7 +124,7 @@ class _Finisher:
                 if isinstance(item, BaseException):
                     raise item
                 batch, event = item
-                if event is not None and batch.images is not None:
+                if event is not None and batch.images is not None and batch.images.is_cuda:
                     stream = torch.cuda.current_stream(self.decoder.device)
                     stream.wait_event(event)
                     batch.images.record_stream(stream)  # freed only once the model is done
