@@ -70,6 +70,8 @@ def test_classify_with_checkpoint(
         "jsonl",
         "--output",
         str(out),
+        "--device",
+        "cpu",
         str(SAMPLE),
     ]
     assert main(args) == 0
@@ -91,7 +93,7 @@ def test_no_network_fails_with_a_clear_message(tmp_path: Path) -> None:
         "PATH": "/usr/bin:/bin",
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "wsl_images", "-v", "classify", str(SAMPLE)],
+        [sys.executable, "-m", "wsl_images", "-v", "classify", "--device", "cpu", str(SAMPLE)],
         capture_output=True,
         text=True,
         env=env,

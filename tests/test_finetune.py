@@ -44,6 +44,9 @@ def _run(args: list[str], *, processes: int = 1) -> None:
         launcher += ["-m", "torch.distributed.run", "--standalone"]
         launcher += ["--nproc-per-node", str(processes)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # The example trains on CUDA when it sees a GPU (nccl across ranks); these tests are of its
+    # CPU path with gloo, which two ranks sharing one GPU would not be.
+    env["CUDA_VISIBLE_DEVICES"] = ""
     proc = subprocess.run(
         [*launcher, str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True, text=True
     )

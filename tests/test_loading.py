@@ -133,7 +133,14 @@ def test_evaluate_and_export_pass_mmap_to_the_loader(
     for photo in photos:
         photo.rename(folder / photo.name)
     for mmap in (False, True):
-        evaluate("resnet18_ssl", tmp_path / "val", checkpoint_path=path, mmap=mmap, workers=0)
+        evaluate(
+            "resnet18_ssl",
+            tmp_path / "val",
+            checkpoint_path=path,
+            mmap=mmap,
+            workers=0,
+            device="cpu",
+        )
         out = tmp_path / f"m{mmap}.pt"
         export_model(
             "resnet18_ssl", out, format="torchscript", checkpoint_path=path, mmap=mmap,

@@ -42,6 +42,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _args(command: str, checkpoint: Path, data: Path, *extra: str) -> list[str]:
     common = ["--model", "resnet18_ssl", "--checkpoint", str(checkpoint), "--batch-size", "8"]
+    common += ["--device", "cpu"]
     common += ["--workers", "1", "--no-progress", "--files-from", str(data / "list.txt")]
     return [command, *common, str(data / "folder"), *extra]
 
@@ -186,6 +187,7 @@ def test_embed_shards_hold_the_single_file_rows(served: Served, data: Path, tmp_
     photos = sorted((folder / "photos" / "00").iterdir())[:9]
     small.write_text("\n".join(map(str, [folder / "bad", *photos, folder / "web-000000.tar"])))
     common = ["--model", "resnet18_ssl", "--checkpoint", str(served[1]["zip"]), "--no-progress"]
+    common += ["--device", "cpu"]
     common += ["--batch-size", "4", "--files-from", str(small)]
     assert main(["embed", *common, "-o", str(tmp_path / "ref.npy")]) == 1
     out = tmp_path / "embed"
@@ -265,6 +267,7 @@ def test_overwrite_starts_over(served: Served, data: Path, runs: Path, tmp_path:
     (folder / "notes.md").write_text("mine")
     one = data / "folder" / "photos" / "00" / "00001.jpg"
     argv = ["classify", "--model", "resnet18_ssl", "--checkpoint", str(served[1]["zip"])]
+    argv += ["--device", "cpu"]
     argv += ["--no-progress", "--top-k", "2", "--output-dir", str(folder), str(one)]
     assert main(argv) == 2  # another run's folder: refused without --overwrite
     assert main([*argv, "--overwrite"]) == 0
@@ -283,6 +286,7 @@ def test_folders_that_cannot_hold_a_run_are_refused(
 
     def run(folder: Path, *extra: str) -> str:
         argv = ["classify", "--model", "resnet18_ssl", "--checkpoint", str(served[1]["zip"])]
+        argv += ["--device", "cpu"]
         assert main([*argv, "--no-progress", "--output-dir", str(folder), *extra, str(one)]) == 2
         return capsys.readouterr().err
 

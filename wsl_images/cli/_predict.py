@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ..distributed import Context
     from ..inference import Classifier, Entry, Outcome
 
-    Body = Callable[[Context, Classifier, list[Entry], list[str]], int]
+    Body = Callable[[Context, Classifier, Sequence[Entry], Sequence[str]], int]
 
 __all__ = ["register"]
 
@@ -87,7 +87,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="use a --checkpoint URL whose name only looks hashed (ckpt-epoch-10.pth: the part "
         "after the last '-' is not the start of its sha256); only for a source you trust",
     )
-    p.add_argument("--batch-size", type=_positive, default=32, help="images per forward (32)")
+    p.add_argument(
+        "--batch-size",
+        type=_positive,
+        help="images per forward (default: 32 on a CPU; on a GPU by model size, 256 for ResNet-50)",
+    )
     p.add_argument("--workers", type=_natural, help="decoding processes (default: auto)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
     p.add_argument(
@@ -102,6 +106,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         type=_positive,
         metavar="N",
         help="outputs of --checkpoint's fc (default: read from it; a fine-tuned head)",
+    )
+    p.add_argument(
+        "--decode",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="where JPEGs are decoded: auto (on CUDA, the GPU decodes a share beside the CPU "
+        "workers), cpu (Pillow in the workers), gpu (nvJPEG; needs CUDA) (default auto)",
     )
 
 
@@ -211,17 +222,18 @@ def _natural(text: str) -> int:
     return value
 
 
-def _inputs(args: argparse.Namespace) -> tuple[list[Entry], str | None]:
-    """The inputs in order, or the usage error that stops the run."""
-    from ..inference import iter_inputs
+def _inputs(args: argparse.Namespace, *, lazy: bool = False) -> tuple[Sequence[Entry], str | None]:
+    """The inputs in order (``lazy``: listed as far as they are asked for), or the usage error
+    that stops the run."""
+    from ..inference import Growing, iter_inputs
 
-    entries = list(iter_inputs(_items(args)))
-    if not entries:
+    entries = Growing(iter_inputs(_items(args)))
+    if not entries.has(0):
         where = " ".join(map(repr, args.paths)) or "stdin"
         if args.files_from is not None:
             where += f" and --files-from {args.files_from!r}"
         return [], f"No images found in {where}: give image files, folders or - (paths on stdin)."
-    return entries, None
+    return (entries if lazy else list(entries)), None
 
 
 def _run(args: argparse.Namespace, body: Body) -> int:
@@ -230,15 +242,18 @@ def _run(args: argparse.Namespace, body: Body) -> int:
     if args.output_dir is not None:
         return _run_sharded(args)
     from ..distributed import init_from_env, shutdown
-    from ..inference import entry_path
+    from ..inference import Mapped, entry_path
 
     ctx = init_from_env(args.device)
     try:
         # Rank 0 alone reads stdin and walks folders; a usage error there stops every rank.
-        entries, error = ctx.broadcast(_inputs(args) if ctx.is_main else ([], None))
+        # One process lists the inputs as the run goes (the first batch need not wait for all).
+        entries, error = _inputs(args, lazy=True) if not ctx.active else ([], None)
+        if ctx.active:
+            entries, error = ctx.broadcast(_inputs(args) if ctx.is_main else ([], None))
         if error is not None:
             raise InvalidInputError(error)
-        paths = [entry_path(e) for e in entries]
+        paths = Mapped(entries, entry_path)
         clf = ctx.once_per_node(lambda: _classifier(args, ctx))
         failed = ctx.total(body(ctx, clf, entries, paths))
     finally:
@@ -292,13 +307,14 @@ def _classifier(args: argparse.Namespace, ctx: Context) -> Classifier:
         progress=not args.no_progress,
         num_classes=args.num_classes,
         labels=getattr(args, "label_names", None),
+        decode=args.decode,
     )
 
 
 def _classify(args: argparse.Namespace) -> int:
     fmt: str = args.format or format_from(args.output, _CLASSIFY_SUFFIXES, "table") or "table"
 
-    def body(ctx: Context, clf: Classifier, entries: list[Entry], paths: list[str]) -> int:
+    def body(ctx: Context, clf: Classifier, entries: Sequence[Entry], paths: Sequence[str]) -> int:
         outcomes = clf.stream_predictions(entries, top_k=args.top_k, context=ctx)
         if not ctx.is_main:
             return _drain(outcomes)
@@ -321,7 +337,7 @@ def _embed(args: argparse.Namespace) -> int:
         msg = "--format npy needs --output FILE.npy (the index goes to FILE.jsonl beside it)."
         raise InvalidInputError(msg)
 
-    def body(ctx: Context, clf: Classifier, entries: list[Entry], paths: list[str]) -> int:
+    def body(ctx: Context, clf: Classifier, entries: Sequence[Entry], paths: Sequence[str]) -> int:
         import numpy as np
 
         outcomes = clf.stream_embeddings(entries, context=ctx)
@@ -348,7 +364,9 @@ def _embed(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
-def _write_all(outcomes: Iterator[Outcome[Any]], paths: list[str], writer: Any) -> Iterator[int]:
+def _write_all(
+    outcomes: Iterator[Outcome[Any]], paths: Sequence[str], writer: Any
+) -> Iterator[int]:
     for o in outcomes:
         writer.write(paths[o.index], o)
         yield o.error is not None

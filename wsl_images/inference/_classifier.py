@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -24,8 +24,10 @@ from ..distributed import Context, resolve_device
 from ..errors import ImageDecodeError, InvalidInputError
 from ..models import load_trained
 from ..zoo import geometry, imagenet_categories, normalization
-from ._batch import Images, as_batch, labels_for
-from ._pipeline import ImageInput, default_workers, make_batch_loader
+from ._arguments import Images, as_batch, labels_for
+from ._devdecode import check_decode, decoder_for
+from ._growing import Growing
+from ._pipeline import ImageInput, batch_size_for, chunk_for, default_workers, make_batch_loader
 
 __all__ = ["Classifier", "Outcome", "Prediction", "pooled_features"]
 
@@ -77,13 +79,16 @@ class Classifier:
     ``mmap``: map a local ``checkpoint_path`` file instead of reading it (see ``get_model``:
     then saving that file again in place changes the weights this classifier uses).
     ``device``: None/"auto" (CUDA when present), "cpu", "cuda:1"... ``batch_size``: images per
-    forward. ``workers``: DataLoader processes that decode (None: 1 per 4 cores for a CPU model,
-    up to 8 for a GPU; 0: decode in this process). ``autocast``: "bfloat16"/"float16" run the
+    forward (None: 32 on a CPU; on a GPU by the model's GFLOPs, 256 for ResNet-50).
+    ``workers``: DataLoader processes that decode (None: 1 per 4 cores for a CPU model, every
+    core but one for a GPU; 0: decode in this process). ``autocast``: "bfloat16"/"float16" run the
     forward under ``torch.autocast`` (mixed precision, for GPUs; the weights stay float32).
     ``progress``: download and tqdm bars (on a TTY only). ``cache_dir``: where downloaded
     weights are kept (default: the cache's, see the README). ``name`` may be an alias
     (``ig_resnext101_32x8d``, timm's names); ``.name`` is then the model it names.
-    ``dtype=`` is the deprecated spelling of ``autocast=``.
+    ``dtype=`` is the deprecated spelling of ``autocast=``. ``decode``: where JPEG files are
+    decoded: "auto" (on CUDA, the GPU decodes a share beside the CPU workers; elsewhere the
+    CPU), "cpu" (the workers, with Pillow), "gpu" (every JPEG the GPU can take; CUDA only).
 
     ``name`` None: the default model, or with ``checkpoint_path`` the architecture its shapes
     show (logged at INFO). ``num_classes``: outputs of the checkpoint's ``fc`` (None: read from
@@ -107,7 +112,7 @@ class Classifier:
         check_hash: bool = True,
         mmap: bool = False,
         device: str | torch.device | None = None,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         workers: int | None = None,
         autocast: str | torch.dtype | None = None,
         progress: bool = True,
@@ -115,15 +120,16 @@ class Classifier:
         dtype: str | torch.dtype | None = None,
         num_classes: int | None = None,
         labels: Sequence[str] | None = None,
+        decode: str = "auto",
     ) -> None:
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             msg = f"batch_size must be at least 1, got {batch_size!r}."
             raise InvalidInputError(msg)
         if workers is not None and workers < 0:
             msg = f"workers must be 0 (decode in this process) or more, got {workers!r}."
             raise InvalidInputError(msg)
         self.device = resolve_device(device)
-        self.batch_size = batch_size
+        check_decode(decode, self.device)  # before the model loads: a usage error, at once
         self.workers = default_workers(self.device) if workers is None else workers
         if dtype is not None:
             warnings.warn(
@@ -136,6 +142,10 @@ class Classifier:
         self.autocast_dtype = _dtype(autocast)
         self.progress = progress
         self._load(name, checkpoint_path, check_hash, mmap, cache_dir, num_classes, labels)
+        # The model (inferred from a checkpoint, maybe) decides what fills a GPU's batch.
+        self.batch_size = batch_size or batch_size_for(self.device, self.weights.meta["gflops"])
+        self.decoder = decoder_for(decode, self.device, self.geometry)
+        self.decode = "cpu" if self.decoder is None else self.decoder.mode
 
     def _load(
         self,
@@ -262,6 +272,8 @@ class Classifier:
                     raise InvalidInputError(msg)
                 total += len(batch)
             merged = self._run(images, batches, head)
+        elif isinstance(images, Growing) and not ctx.active:
+            merged, total = self._run(images, _ranges(images, self.batch_size), head), None
         else:
             count = -(-len(images) // self.batch_size)
             size, n = self.batch_size, len(images)
@@ -286,15 +298,18 @@ class Classifier:
     def _run(
         self,
         images: Sequence[ImageInput],
-        batches: Sequence[Sequence[int]],
+        batches: Iterable[Sequence[int]],
         head: Callable[[torch.Tensor], list[R]],
     ) -> Iterator[list[Outcome[R]]]:
+        chunk = chunk_for(self.device, self.batch_size)
         loader = make_batch_loader(
             images,
             batches,
             self.geometry,
-            workers=min(self.workers, len(batches)),
+            workers=_needed(self.workers, images, batches, chunk or self.batch_size),
             pin_memory=self.device.type == "cuda",
+            decoder=self.decoder,
+            chunk=chunk,
         )
         for batch in loader:
             values = iter(self._forward(batch.images, head) if batch.images is not None else [])
@@ -321,6 +336,27 @@ class Classifier:
         )
         with autocast:
             return pooled_features(self.model, x).float()
+
+
+def _ranges(images: Growing[ImageInput], size: int) -> Iterator[range]:
+    """Consecutive batches of ``size`` over inputs still being listed."""
+    start = 0
+    while images.has(start):
+        images.has(start + size - 1)
+        yield range(start, min(start + size, images.known))
+        start += size
+
+
+def _needed(
+    workers: int, images: Sequence[ImageInput], batches: Iterable[Sequence[int]], chunk: int
+) -> int:
+    """No more workers than there are chunks to decode (a few images need no 15 processes)."""
+    if isinstance(images, Growing) and not isinstance(batches, Sequence):
+        images.has(workers * chunk - 1)  # lists that far at most
+        return min(workers, -(-images.known // chunk))
+    if isinstance(batches, Sequence):
+        return min(workers, sum(-(-len(b) // chunk) for b in batches[: workers + 1]))
+    return workers
 
 
 def _collect(outcomes: Iterator[Outcome[T]], images: Sequence[ImageInput], stream: str) -> list[T]:
