@@ -38,6 +38,7 @@ def run() -> int:
                 checkpoint_path=checkpoint,
                 batch_size=3,
                 workers=0,
+                device="cpu",
                 progress=False,
                 context=ctx,
             ).as_dict()

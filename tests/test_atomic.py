@@ -162,10 +162,10 @@ def test_killed_classify_and_export_leave_nothing_after_the_next_run(
         photo(seed=i).save(images / f"{i:03d}.jpg")
     out = tmp_path / "out"
     out.mkdir()
-    common = ["--model", "resnet18_ssl", "--checkpoint", checkpoint, "--no-progress"]
-    classify = [
-        *_cli("classify", *common, "--workers", "0", "--batch-size", "1", "--device", "cpu")
-    ]
+    common = [
+        "--model", "resnet18_ssl", "--checkpoint", checkpoint, "--no-progress", "--device", "cpu"
+    ]  # fmt: skip
+    classify = [*_cli("classify", *common, "--workers", "0", "--batch-size", "1")]
     proc = subprocess.Popen(
         [*classify, "--format", "jsonl", "-o", str(out / "x.jsonl"), str(images)]
     )

@@ -71,6 +71,8 @@ def test_classify_with_checkpoint(
         "jsonl",
         "--output",
         str(out),
+        "--device",
+        "cpu",
         str(SAMPLE),
     ]
     assert main(args) == 0
@@ -90,7 +92,7 @@ def test_no_network_fails_with_a_clear_message(tmp_path: Path) -> None:
     env = {k: os.environ[k] for k in ("PATH", "SYSTEMROOT") if k in os.environ}
     env |= {"WSL_IMAGES_CACHE": str(tmp_path / "c"), "WSL_IMAGES_MIRROR": "http://127.0.0.1:9"}
     proc = subprocess.run(
-        [sys.executable, "-m", "wsl_images", "-v", "classify", str(SAMPLE)],
+        [sys.executable, "-m", "wsl_images", "-v", "classify", "--device", "cpu", str(SAMPLE)],
         capture_output=True,
         text=True,
         env=env,

@@ -118,14 +118,14 @@ def test_evaluate_and_export_pass_mmap_to_the_loader(
 ) -> None:
     path = _save(state18, tmp_path / "r18.pth", "zip")
     seen: list[bool] = []
-    real = loading.read_state_dict
+    real = loading.read_checkpoint
 
-    def recorded(where: Path, *, mmap: bool = False) -> dict[str, torch.Tensor]:
+    def recorded(where: Path, *, mmap: bool = False) -> loading.Checkpoint:
         seen.append(mmap)
         return real(where, mmap=mmap)
 
     monkeypatch.setattr(
-        wsl_images.checkpoints, "read_state_dict", recorded
+        wsl_images.checkpoints, "read_checkpoint", recorded
     )  # as models.py finds it
     photos = write_photos(tmp_path / "photos", 2)
     folder = tmp_path / "val" / imagenet_wnids()[0]
@@ -133,7 +133,14 @@ def test_evaluate_and_export_pass_mmap_to_the_loader(
     for photo in photos:
         photo.rename(folder / photo.name)
     for mmap in (False, True):
-        evaluate("resnet18_ssl", tmp_path / "val", checkpoint_path=path, mmap=mmap, workers=0)
+        evaluate(
+            "resnet18_ssl",
+            tmp_path / "val",
+            checkpoint_path=path,
+            mmap=mmap,
+            workers=0,
+            device="cpu",
+        )
         out = tmp_path / f"m{mmap}.pt"
         export_model(
             "resnet18_ssl", out, format="torchscript", checkpoint_path=path, mmap=mmap,

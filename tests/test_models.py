@@ -302,7 +302,9 @@ def test_cache_dir_keyword_keeps_downloads_there(
     wsl_images.resnet18_ssl(progress=False, cache_dir=other)  # type: ignore[attr-defined]
     assert (other / files["zip"].name).is_file()
     requests = server.requests[f"/{files['zip'].name}"]
-    clf = wsl_images.Classifier("ssl_resnet18", progress=False, cache_dir=other, workers=0)
+    clf = wsl_images.Classifier(
+        "ssl_resnet18", progress=False, cache_dir=other, workers=0, device="cpu"
+    )
     assert clf.name == "resnet18_ssl"
     assert server.requests[f"/{files['zip'].name}"] == requests  # found in `other`
     url = f"{server.url}/{files['legacy'].name}"

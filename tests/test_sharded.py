@@ -41,8 +41,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _args(command: str, checkpoint: Path, data: Path, *extra: str) -> list[str]:
     common = ["--model", "resnet18_ssl", "--checkpoint", str(checkpoint), "--batch-size", "8"]
+    common += ["--device", "cpu"]
     common += ["--workers", "1", "--no-progress", "--files-from", str(data / "list.txt")]
-    common += ["--device", "cpu"]  # in the killed process too (platforms.models_on_cpu)
     return [command, *common, str(data / "folder"), *extra]
 
 
@@ -200,6 +200,7 @@ def test_embed_shards_hold_the_single_file_rows(
     photos = sorted((folder / "photos" / "00").iterdir())[:9]
     small.write_text("\n".join(map(str, [folder / "bad", *photos, folder / "web-000000.tar"])))
     common = ["--model", "resnet18_ssl", "--checkpoint", str(served[1]["zip"]), "--no-progress"]
+    common += ["--device", "cpu"]
     common += ["--batch-size", "4", "--files-from", str(small), "--workers", "1"]
     assert main(["embed", *common, "-o", str(tmp_path / "ref.npy")]) == 1
     out = tmp_path / "embed"
@@ -279,6 +280,7 @@ def test_overwrite_starts_over(served: Served, data: Path, runs: Path, tmp_path:
     (folder / "notes.md").write_text("mine")
     one = data / "folder" / "photos" / "00" / "00001.jpg"
     argv = ["classify", "--model", "resnet18_ssl", "--checkpoint", str(served[1]["zip"])]
+    argv += ["--device", "cpu"]
     argv += ["--no-progress", "--top-k", "2", "--output-dir", str(folder), str(one)]
     assert main(argv) == 2  # another run's folder: refused without --overwrite
     assert main([*argv, "--overwrite"]) == 0
@@ -297,6 +299,7 @@ def test_folders_that_cannot_hold_a_run_are_refused(
 
     def run(folder: Path, *extra: str) -> str:
         argv = ["classify", "--model", "resnet18_ssl", "--checkpoint", str(served[1]["zip"])]
+        argv += ["--device", "cpu"]
         assert main([*argv, "--no-progress", "--output-dir", str(folder), *extra, str(one)]) == 2
         return capsys.readouterr().err
 

@@ -13,7 +13,7 @@ from imagegen import webdataset_members, write_bad, write_good, write_tar
 
 from wsl_images.errors import ImageDecodeError
 from wsl_images.inference import TarMember, iter_members, load_image, split_member_path
-from wsl_images.inference._pipeline import prepare
+from wsl_images.inference._crops import prepare
 
 
 def _names(archive: Path) -> list[str]:
