@@ -270,7 +270,7 @@ def test_evaluate_reports_its_decoder(served: Served, tmp_path: Path, stand_in: 
     assert "decoding: Pillow, full decode, in the CPU workers" in default.summary()
     gpu = evaluate("resnet18_ssl", tmp_path / "val", progress=False, decode="gpu", **common)
     assert (gpu.decode, gpu.device_decoded, gpu.count) == ("gpu", 12, 13)
-    assert "decoding: gpu: nvJPEG on cpu for 12 of 13 images, Pillow" in "\n".join(gpu.summary())
+    assert "decoding: gpu: nvJPEG on cpu for 12 of 13 images, Pillow" in gpu.summary()
     assert gpu.as_dict()["decode"] == "gpu" and gpu.as_dict()["device_decoded"] == 12
     assert abs(gpu.top1 - default.top1) <= 100 / 13 + 1e-9  # at most one image moved
     out = tmp_path / "r.json"
