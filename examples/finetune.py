@@ -9,7 +9,9 @@ DATA is a torchvision ImageFolder root (one sub-folder per class). After every e
 writes OUTPUT_DIR/checkpoint.pth atomically ({"model", "optimizer", "scheduler", "epoch",
 "classes", ...}) and appends a line to OUTPUT_DIR/metrics.jsonl; ``--resume`` continues from
 that checkpoint. The checkpoint loads back as a model with
-``wsl_images.get_model(NAME, checkpoint_path=".../checkpoint.pth", num_classes=len(classes))``.
+``wsl_images.get_model(NAME, checkpoint_path=".../checkpoint.pth", num_classes=len(classes))``,
+and labels images with its class names as it is:
+``wsl-images classify --checkpoint OUTPUT_DIR/checkpoint.pth PHOTOS -o labels.jsonl``.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import shutil
 import sys
 import tempfile
@@ -33,6 +34,16 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_OWN_BASETEMP] = Path(config.option.basetemp)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` run only where torch sees a CUDA device (``pytest -m gpu`` there)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     """A passing run removes its own base folder; a failing one keeps it for inspection."""
     own = config.stash.get(_OWN_BASETEMP, None)
@@ -59,7 +70,22 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # Network faults are retried quickly in tests (the defaults wait seconds between attempts).
     monkeypatch.setenv("WSL_IMAGES_BACKOFF", "0.01")
     monkeypatch.setenv("WSL_IMAGES_TIMEOUT", "5")
+    # Models run on the CPU, as on a machine without an accelerator; test_devices.py simulates
+    # the others. (GitHub's macOS runners report an MPS device that cannot allocate.)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     return cache
+
+
+@pytest.fixture(params=["default", "spawn"])
+def start_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test whose DataLoader has workers twice: as workers start by default here, and
+    spawned, as on macOS and Windows (a spawned worker imports everything afresh and gets its
+    dataset pickled). Where spawn is the default already, the second run is skipped."""
+    if request.param == "spawn":
+        if multiprocessing.get_start_method() == "spawn":
+            pytest.skip("spawn is this platform's default start method: run once already")
+        monkeypatch.setenv("WSL_IMAGES_START_METHOD", "spawn")
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")

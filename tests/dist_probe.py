@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import dist_sim
+import platforms
 
 from wsl_images._util import TempFile
 from wsl_images.cli import main
@@ -68,6 +69,7 @@ def _recorded(
 
 def run() -> int:
     out, argv = Path(sys.argv[1]), sys.argv[2:]
+    platforms.models_on_cpu()
     done = dist_sim.apply()
     for name in COLLECTIVES:  # our code calls them as dist.NAME: patched at the module
         setattr(dist, name, _counted(name, getattr(dist, name)))

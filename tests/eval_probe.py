@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import dist_sim
+import platforms
 import torch.distributed as dist
 
 from wsl_images.distributed import init_from_env, shutdown
@@ -25,6 +26,7 @@ from wsl_images.evaluation import evaluate
 
 def run() -> int:
     out, name, data, checkpoint = sys.argv[1:5]
+    platforms.models_on_cpu()
     done = dist_sim.apply()
     record: dict[str, Any]
     try:
@@ -36,6 +38,7 @@ def run() -> int:
                 checkpoint_path=checkpoint,
                 batch_size=3,
                 workers=0,
+                device="cpu",
                 progress=False,
                 context=ctx,
             ).as_dict()

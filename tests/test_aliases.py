@@ -89,15 +89,18 @@ def test_alias_is_logged_with_the_model_it_names(caplog: pytest.LogCaptureFixtur
     ]
 
 
-def test_unknown_name_suggests_aliases_too() -> None:
-    with pytest.raises(UnknownModelError, match=r"Did you mean 'swsl_resnext50_32x4d'"):
+def test_a_name_close_to_an_alias_suggests_the_model_it_names() -> None:
+    # Suggestions are canonical names: the alias swsl_resnext50_32x4d leads to its model.
+    with pytest.raises(UnknownModelError, match=r"Did you mean 'resnext50_32x4d_swsl'\?"):
         get_weights("swsl_resnext50_32x4")
 
 
 def test_get_model_and_classifier_take_aliases(served: Served) -> None:
     _, files = served
     model = get_model("ssl_resnet18", checkpoint_path=files["zip"])
-    clf = Classifier("resnet18.fb_ssl_yfcc100m_ft_in1k", checkpoint_path=files["zip"], workers=0)
+    clf = Classifier(
+        "resnet18.fb_ssl_yfcc100m_ft_in1k", checkpoint_path=files["zip"], workers=0, device="cpu"
+    )
     assert clf.name == "resnet18_ssl"
     for a, b in zip(model.state_dict().values(), clf.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from imagegen import photo
+from platforms import needs_proc_fd, needs_symlinks
 
 from wsl_images._util import _atomic as atomic
 from wsl_images._util import _temps as temps
@@ -37,6 +37,7 @@ def test_published_whole_or_not_at_all(tmp_path: Path) -> None:
     assert target.read_text() == "new" and _temps(tmp_path) == []
 
 
+@needs_symlinks
 def test_a_planted_symlink_is_replaced_not_written_through(tmp_path: Path) -> None:
     victim = tmp_path / "victim"
     victim.write_text("keep")
@@ -82,7 +83,7 @@ def _hold(tmp_path: Path, kind: str) -> subprocess.Popen[str]:
 def test_a_killed_writers_temp_is_removed_a_live_ones_kept(tmp_path: Path, kind: str) -> None:
     killed, live = _hold(tmp_path, kind), _hold(tmp_path, kind)
     try:
-        killed.send_signal(signal.SIGKILL)
+        killed.kill()  # SIGKILL on POSIX, TerminateProcess on Windows
         killed.wait()
         assert len(_temps(tmp_path)) == 2
         assert len(atomic.cleanup_stale(tmp_path)) == 1
@@ -143,7 +144,7 @@ def _kill_when(proc: subprocess.Popen[bytes], ready: Callable[[], bool]) -> None
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
+    proc.kill()  # SIGKILL on POSIX, TerminateProcess on Windows
     proc.wait()
 
 
@@ -161,7 +162,9 @@ def test_killed_classify_and_export_leave_nothing_after_the_next_run(
         photo(seed=i).save(images / f"{i:03d}.jpg")
     out = tmp_path / "out"
     out.mkdir()
-    common = ["--model", "resnet18_ssl", "--checkpoint", checkpoint, "--no-progress"]
+    common = [
+        "--model", "resnet18_ssl", "--checkpoint", checkpoint, "--no-progress", "--device", "cpu"
+    ]  # fmt: skip
     classify = [*_cli("classify", *common, "--workers", "0", "--batch-size", "1")]
     proc = subprocess.Popen(
         [*classify, "--format", "jsonl", "-o", str(out / "x.jsonl"), str(images)]
@@ -187,6 +190,7 @@ def _open_on(path: Path) -> bool:
     return any(os.path.realpath(fd) == str(path.resolve()) for fd in fds.iterdir())
 
 
+@needs_proc_fd
 def test_the_temp_file_is_closed_before_it_is_renamed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from faultserver import Faults, FaultServer
+from platforms import needs_symlinks
 
 import wsl_images
 from wsl_images import cache
@@ -419,6 +420,7 @@ def test_offline_never_connects(
     assert server.requests[blob.name] == 1
 
 
+@needs_symlinks
 def test_planted_symlink_is_replaced_not_written_through(
     server: FaultServer, blob: Path, isolated_cache: Path, tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import pathlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -95,6 +96,13 @@ class ReadOnly:
 
         mp.setattr(io, "open", io_open)
         mp.setattr(builtins, "open", io_open)
+        # Python 3.10's pathlib calls os through an accessor that kept the functions it saw at
+        # import (3.11 calls os itself): point it at the guarded ones too.
+        accessor = getattr(pathlib, "_NormalAccessor", None)
+        if accessor is not None:
+            for name in ("unlink", "rmdir", "mkdir", "rename", "replace", "chmod", "utime"):
+                if hasattr(accessor, name):
+                    mp.setattr(accessor, name, staticmethod(getattr(os, name)))
 
 
 @pytest.fixture

@@ -147,9 +147,10 @@ def _argv(command: str, ckpt: Checkpoint, images: Path, out: Path) -> list[str]:
     common = ["--checkpoint", ckpt.url]
     return {
         "classify": ["classify", "--model", "resnet18_ssl", *common, "--workers", "0",
-                     "--no-progress", "--format", "jsonl", "-o", str(out / "c.jsonl"), photo],
+                     "--no-progress", "--device", "cpu", "--format", "jsonl",
+                     "-o", str(out / "c.jsonl"), photo],
         "embed": ["embed", "--model", "resnet18_ssl", *common, "--workers", "0",
-                  "--no-progress", "-o", str(out / "e.jsonl"), photo],
+                  "--no-progress", "--device", "cpu", "-o", str(out / "e.jsonl"), photo],
         "evaluate": ["evaluate", "resnet18_ssl", "--data", str(images), *common,
                      "--workers", "0", "--no-progress", "--device", "cpu",
                      "-o", str(out / "r.json")],
@@ -237,10 +238,11 @@ def test_a_released_file_of_the_wrong_hash_is_corrupt_and_gets_no_switch(
     _assert_called_corrupt(str(info.value))
     # The same file named by its URL is still a released file: no switch offered either.
     with pytest.raises(HashMismatchError) as info:
-        Classifier("resnet18_ssl", checkpoint_path=url, progress=False)
+        Classifier("resnet18_ssl", checkpoint_path=url, progress=False, device="cpu")
     _assert_called_corrupt(str(info.value))
     photo = write_photos(tmp_path / "p", 1)[0]
-    assert main(["classify", "--model", "resnet18_ssl", "--workers", "0", str(photo)]) == 1
+    argv = ["classify", "--model", "resnet18_ssl", "--workers", "0", "--device", "cpu", str(photo)]
+    assert main(argv) == 1
     _assert_called_corrupt(capsys.readouterr().err)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -70,6 +71,8 @@ def test_classify_with_checkpoint(
         "jsonl",
         "--output",
         str(out),
+        "--device",
+        "cpu",
         str(SAMPLE),
     ]
     assert main(args) == 0
@@ -85,13 +88,11 @@ def test_classify_with_checkpoint(
 def test_no_network_fails_with_a_clear_message(tmp_path: Path) -> None:
     # The README's first command, with the default retry settings (5 retries, backoff from 1 s):
     # a refused connection gets one quick retry, then the error (no minute of backoff).
-    env = {
-        "WSL_IMAGES_CACHE": str(tmp_path / "c"),
-        "WSL_IMAGES_MIRROR": "http://127.0.0.1:9",
-        "PATH": "/usr/bin:/bin",
-    }
+    # Nothing of the caller's environment but what starts Python (Windows needs SYSTEMROOT).
+    env = {k: os.environ[k] for k in ("PATH", "SYSTEMROOT") if k in os.environ}
+    env |= {"WSL_IMAGES_CACHE": str(tmp_path / "c"), "WSL_IMAGES_MIRROR": "http://127.0.0.1:9"}
     proc = subprocess.run(
-        [sys.executable, "-m", "wsl_images", "-v", "classify", str(SAMPLE)],
+        [sys.executable, "-m", "wsl_images", "-v", "classify", "--device", "cpu", str(SAMPLE)],
         capture_output=True,
         text=True,
         env=env,

@@ -73,7 +73,7 @@ def test_classifier_runs_without_tqdm(served: Served, tmp_path: Path) -> None:
     code = f"""
 import json, sys, torch
 from wsl_images import Classifier
-clf = Classifier("resnet18_ssl", checkpoint_path={str(files["zip"])!r}, workers=0)
+clf = Classifier("resnet18_ssl", checkpoint_path={str(files["zip"])!r}, workers=0, device="cpu")
 (pred,) = clf.predict([torch.zeros(3, 40, 50, dtype=torch.uint8)], top_k=2)
 print(json.dumps([len(pred.labels), "tqdm" in sys.modules]))
 """

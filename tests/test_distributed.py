@@ -87,7 +87,7 @@ def test_a_rank_that_waits_too_long_says_what_it_waited_for(served: Served, tmp_
     probe = tmp_path / "probe"
     probe.mkdir()
     args = ["classify", "--model", "resnet18_ssl", "--checkpoint", str(served[1]["zip"])]
-    args += ["--workers", "0", "--no-progress", str(images)]
+    args += ["--workers", "0", "--no-progress", "--device", "cpu", str(images)]
     env = {"SIM_PG_TIMEOUT": "600", "SIM_SLOW_LISTING": "12", TIMEOUT_ENV: "2"}
     proc = torchrun([str(REPO / "tests" / "dist_probe.py"), str(probe), *args], env=env)
     assert proc.returncode != 0

@@ -60,8 +60,9 @@ def test_wordnet_folders_give_the_reference_numbers(
 ) -> None:
     file_under(tmp_path / "val", dict(enumerate(imagenet_wnids())), pool[0], labelled)
     result = evaluate(
-        "resnet18_ssl", tmp_path / "val", checkpoint_path=_url(served), batch_size=8, workers=0
-    )
+        "resnet18_ssl", tmp_path / "val", checkpoint_path=_url(served), batch_size=8, workers=0,
+        device="cpu",
+    )  # fmt: skip
     n = len(labelled.photos)
     assert (result.top1, result.top5) == _expected(pool, labelled)
     assert result.top1 == 100 * labelled.outcome.count("top1") / n  # the known fractions
@@ -91,8 +92,9 @@ def test_class_index_folders_give_the_same_numbers(
 ) -> None:
     file_under(tmp_path / "v2", {i: str(i) for i in range(1000)}, pool[0], labelled)
     result = evaluate(
-        "resnet18_ssl", tmp_path / "v2", checkpoint_path=_url(served), batch_size=5, workers=0
-    )
+        "resnet18_ssl", tmp_path / "v2", checkpoint_path=_url(served), batch_size=5, workers=0,
+        device="cpu",
+    )  # fmt: skip
     assert result.layout == "index" and result.count == len(labelled.photos)
     assert (result.top1, result.top5) == _expected(pool, labelled)
 
@@ -104,8 +106,9 @@ def test_a_200_class_subset_restricts_the_logits(
     wnids = imagenet_wnids()
     file_under(tmp_path / "r", {c: wnids[c] for c in SUBSET}, pool[0], chosen)
     result = evaluate(
-        "resnet18_ssl", tmp_path / "r", checkpoint_path=_url(served), batch_size=8, workers=0
-    )
+        "resnet18_ssl", tmp_path / "r", checkpoint_path=_url(served), batch_size=8, workers=0,
+        device="cpu",
+    )  # fmt: skip
     assert result.classes_used == SUBSET and result.restricted
     assert len(result.per_class) == 200
     assert (result.top1, result.top5) == _expected(pool, chosen, SUBSET)
@@ -119,6 +122,7 @@ def test_cli_writes_the_result_and_counts_unreadable_images(
     labelled: Labelled,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    start_method: str,
 ) -> None:
     data = tmp_path / "val"
     file_under(data, dict(enumerate(imagenet_wnids())), pool[0], labelled)
@@ -130,6 +134,7 @@ def test_cli_writes_the_result_and_counts_unreadable_images(
     out = tmp_path / "result.json"
     argv = ["evaluate", "resnet18_ssl", "--data", str(data), "--checkpoint", _url(served)]
     argv += ["--batch-size", "8", "--workers", "1", "--no-progress", "--output", str(out)]
+    argv += ["--device", "cpu"]
     assert main(argv) == 1  # some images could not be read
     got = json.loads(out.read_text())
     n = len(labelled.photos)
@@ -160,6 +165,7 @@ def test_limit_evaluates_a_sample(
     out = tmp_path / "result.json"
     argv = ["evaluate", "resnet18_ssl", "--data", str(tmp_path / "val"), "--limit", "7"]
     argv += ["--checkpoint", _url(served), "--workers", "0", "--no-progress", "-o", str(out)]
+    argv += ["--device", "cpu"]
     assert main(argv) == 0
     got = json.loads(out.read_text())
     assert got["count"] == 7 and got["limit"] == 7
@@ -179,6 +185,7 @@ def test_bfloat16_autocast_runs_the_same_images(
         limit=6,
         workers=0,
         progress=False,
+        device="cpu",
     )
     assert (result.dtype, result.count, result.failed) == ("bfloat16", 6, 0)
 
@@ -203,7 +210,7 @@ def test_bad_layouts_exit_2_before_loading_the_model(
     root = tmp_path / "data"
     make(root)  # type: ignore[operator]
     argv = ["evaluate", "resnet18_ssl", "--data", str(root), "--checkpoint", _url(served)]
-    assert main(argv) == 2
+    assert main([*argv, "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("wsl-images evaluate: error: ") and says in err
     assert "Recognised layouts" in err and "0/ ... 999/: ImageNet-V2" in err

@@ -38,6 +38,7 @@ def reference(served: Served, data: Path, tmp_path_factory: pytest.TempPathFacto
     """The result of one process (this one), without its duration."""
     one = tmp_path_factory.mktemp("one") / "one.json"
     args = ["evaluate", "resnet18_ssl", "--data", str(data), "--checkpoint", str(served[1]["zip"])]
+    args += ["--device", "cpu"]
     args += ["--batch-size", "3", "--workers", "0", "--no-progress"]  # 14 files: 5 batches
     assert main([*args, "--output", str(one)]) == 1  # the broken file
     got = json.loads(one.read_text())
@@ -53,6 +54,7 @@ def test_two_ranks_equal_one(
     capsys.readouterr()
     common = ["evaluate", "resnet18_ssl", "--data", str(data)]
     common += ["--checkpoint", str(served[1]["zip"]), "--batch-size", "3", "--workers", "0"]
+    common += ["--device", "cpu"]
     two = tmp_path / "two.json"
     proc = wsl_images_cli(["-v", *common, "--no-progress", "--output", str(two)], tmp_path / "c")
     assert proc.returncode == 1, proc.stderr

@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from platforms import skip_without_torchrun
 from server import FileServer
 
-from wsl_images import get_model
+from wsl_images import get_model, get_weights
+from wsl_images.cli import main
+from wsl_images.inference import load_image
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "finetune.py"
@@ -38,10 +41,14 @@ def colours(tmp_path: Path) -> Path:
 def _run(args: list[str], *, processes: int = 1) -> None:
     launcher = [sys.executable]
     if processes > 1:
+        skip_without_torchrun()
         # --standalone: a free rendezvous port, so parallel test runs cannot collide.
         launcher += ["-m", "torch.distributed.run", "--standalone"]
         launcher += ["--nproc-per-node", str(processes)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # The example trains on CUDA when it sees a GPU (nccl across ranks); these tests are of its
+    # CPU path with gloo, which two ranks sharing one GPU would not be.
+    env["CUDA_VISIBLE_DEVICES"] = ""
     proc = subprocess.run(
         [*launcher, str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True, text=True
     )
@@ -68,6 +75,26 @@ def _assert_reloads(out: Path) -> None:
         assert torch.equal(model.state_dict()[key], value), key
 
 
+def _assert_classifies(out: Path, data: Path) -> None:
+    """``wsl-images classify --checkpoint`` takes the checkpoint as saved: no --model, no
+    --num-classes, labels from its ``classes``, probabilities of its own head."""
+    labels = out / "labels.jsonl"
+    args = ["classify", "--checkpoint", str(out / "checkpoint.pth"), "--workers", "0"]
+    assert main([*args, "--no-progress", "-o", str(labels), str(data)]) == 0
+    records = [json.loads(line) for line in labels.read_text().splitlines()]
+    labels.unlink()
+    assert len(records) == 24
+    model = get_model("resnet18_ssl", checkpoint_path=out / "checkpoint.pth", num_classes=2)
+    preprocess = get_weights("resnet18_ssl").transforms()
+    with torch.inference_mode():
+        batch = torch.stack([preprocess(load_image(r["path"])) for r in records])
+        expected = model.eval()(batch).softmax(1)
+    for record, probs in zip(records, expected, strict=True):
+        top = {p["label"]: p["probability"] for p in record["predictions"]}
+        # The resize runs on a uint8 tensor here, on the PIL image there: equal to ~1e-4.
+        assert top == pytest.approx({"blue": float(probs[0]), "red": float(probs[1])}, abs=2e-3)
+
+
 def test_single_process_learns_saves_and_resumes(
     colours: Path, served: Served, tmp_path: Path
 ) -> None:
@@ -79,6 +106,7 @@ def test_single_process_learns_saves_and_resumes(
     assert [m["epoch"] for m in metrics] == [0, 1, 2]
     assert metrics[-1]["loss"] < 0.5 * metrics[0]["loss"], metrics
     _assert_reloads(out)
+    _assert_classifies(out, colours)
     # The weights were memory-mapped from the source file: training must not have changed it.
     assert hashlib.sha256(source.read_bytes()).hexdigest() == digest
     _run([*_common(colours, out, str(source), epochs=4), "--resume"])

@@ -118,14 +118,14 @@ def test_evaluate_and_export_pass_mmap_to_the_loader(
 ) -> None:
     path = _save(state18, tmp_path / "r18.pth", "zip")
     seen: list[bool] = []
-    real = loading.read_state_dict
+    real = loading.read_checkpoint
 
-    def recorded(where: Path, *, mmap: bool = False) -> dict[str, torch.Tensor]:
+    def recorded(where: Path, *, mmap: bool = False) -> loading.Checkpoint:
         seen.append(mmap)
         return real(where, mmap=mmap)
 
     monkeypatch.setattr(
-        wsl_images.checkpoints, "read_state_dict", recorded
+        wsl_images.checkpoints, "read_checkpoint", recorded
     )  # as models.py finds it
     photos = write_photos(tmp_path / "photos", 2)
     folder = tmp_path / "val" / imagenet_wnids()[0]
@@ -133,7 +133,14 @@ def test_evaluate_and_export_pass_mmap_to_the_loader(
     for photo in photos:
         photo.rename(folder / photo.name)
     for mmap in (False, True):
-        evaluate("resnet18_ssl", tmp_path / "val", checkpoint_path=path, mmap=mmap, workers=0)
+        evaluate(
+            "resnet18_ssl",
+            tmp_path / "val",
+            checkpoint_path=path,
+            mmap=mmap,
+            workers=0,
+            device="cpu",
+        )
         out = tmp_path / f"m{mmap}.pt"
         export_model(
             "resnet18_ssl", out, format="torchscript", checkpoint_path=path, mmap=mmap,
@@ -265,8 +272,9 @@ def test_a_refused_global_is_named(fmt: str, tmp_path: Path) -> None:
 
 
 def test_an_unreadable_path_says_what_failed(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match=r"Could not open checkpoint '.*': \[Errno 21\]"):
-        loading.read_state_dict(tmp_path)  # a folder
+    # A folder: EISDIR on POSIX, EACCES on Windows.
+    with pytest.raises(CheckpointError, match=r"Could not open checkpoint '.*': \[Errno \d+\]"):
+        loading.read_state_dict(tmp_path)
 
 
 @pytest.mark.skipif(not hasattr(os, "pread"), reason="fails os.pread")
@@ -293,3 +301,55 @@ def test_an_io_error_says_what_failed(
     monkeypatch.setattr(torch, "load", load)  # both readers fail: the error says how
     with pytest.raises(CheckpointError, match=r"reading the file failed \(OSError: \[Errno 5\]"):
         loading.read_state_dict(path)
+
+
+class _FailingSeeks:
+    """A checkpoint file whose positional reads fail (a disk error) once it has been opened."""
+
+    def __init__(self, f: object) -> None:
+        self._f = f
+
+    def seek(self, *args: object) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._f, name)
+
+    def __enter__(self) -> _FailingSeeks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._f.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("mmap", [False, True], ids=["read", "mapped"])
+def test_without_pread_an_io_error_says_what_failed_never_refused(
+    mmap: bool,
+    tmp_path: Path,
+    state18: dict[str, torch.Tensor],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As on Windows (no os.pread): a read that fails is named as one, on the portable path of
+    the legacy reader and then in torch.load; only a refused global says "refused"."""
+    from wsl_images.checkpoints import _legacy
+
+    for call in ("pread", "pwrite", "preadv"):
+        monkeypatch.delattr(os, call, raising=False)
+    path = _save(state18, tmp_path / "r18.pth", "legacy")
+    real_open = open
+    monkeypatch.setattr(_legacy, "open", lambda *a, **k: _FailingSeeks(real_open(*a, **k)), False)
+    with caplog.at_level(logging.WARNING, logger="wsl_images.checkpoints._legacy"):
+        state = loading.read_state_dict(path, mmap=mmap)  # torch.load reads it after all
+    assert torch.equal(state["fc.weight"], state18["fc.weight"])
+    assert "the fast reader failed (OSError: [Errno 5] Input/output error)" in caplog.text
+
+    def load(*args: object, **kwargs: object) -> object:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(torch, "load", load)  # both readers fail: the error says how
+    with pytest.raises(CheckpointError) as failed:
+        loading.read_state_dict(path, mmap=mmap)
+    text = str(failed.value)
+    assert "reading the file failed (OSError: [Errno 5] Input/output error)" in text
+    assert "refused" not in text and "safety" not in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import subprocess
@@ -78,19 +79,21 @@ def _mapped_files() -> str:
     return Path("/proc/self/maps").read_text()
 
 
-@pytest.mark.parametrize("pread", [True, False], ids=["pread", "no-pread"])
+@pytest.mark.parametrize("positional_io", [True, False], ids=["native", "no-positional-io"])
 def test_legacy_file_is_mapped_in_place_and_parsed_once(
     served: Served,
     register_file: Callable[[str, str], None],
     isolated_cache: Path,
     monkeypatch: pytest.MonkeyPatch,
     state18: dict[str, torch.Tensor],
-    pread: bool,
+    positional_io: bool,
 ) -> None:
-    """Both loads, also without os.pread (as on Windows): the first parses the file and keeps
-    its layout, the second maps the tensors by it."""
-    if not pread:
-        monkeypatch.delattr(os, "pread", raising=False)
+    """Download, first and cached load, also without os.pread, os.pwrite and os.preadv (as on
+    Windows): the first load parses the file and keeps its layout, the second maps the tensors
+    by it."""
+    if not positional_io:
+        for call in ("pread", "pwrite", "preadv"):
+            monkeypatch.delattr(os, call, raising=False)
     server, files = served
     source = isolated_cache / files["legacy"].name
     register_file("resnet18_ssl", f"{server.url}/{files['legacy'].name}")
@@ -117,6 +120,35 @@ def test_legacy_file_is_mapped_in_place_and_parsed_once(
     torch.testing.assert_close(_logits(model, x), _reference_logits(state18, x))
     _assert_same_weights(model, state18)
     assert server.requests[f"/{files['legacy'].name}"] == before + 1  # downloaded once
+
+
+def test_a_file_that_cannot_be_mapped_is_read_and_the_logs_say_why(
+    served: Served,
+    register_file: Callable[[str, str], None],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    state18: dict[str, torch.Tensor],
+) -> None:
+    """Mapping refused (no address space left, a file system that cannot map): the cached load
+    still gives the weights, and the log names the mapping, not the layout, as what failed."""
+    from wsl_images.checkpoints import _layout, _legacy
+
+    server, files = served
+    register_file("resnet18_ssl", f"{server.url}/{files['legacy'].name}")
+    get_model("resnet18_ssl", progress=False)  # downloaded, parsed, its layout kept
+
+    def refuse(path: object, size: int) -> object:
+        raise RuntimeError(
+            f"unable to mmap {size} bytes from file <{path}>: Cannot allocate memory"
+        )
+
+    monkeypatch.setattr(_layout, "map_file", refuse)
+    monkeypatch.setattr(_legacy, "map_file", refuse)
+    with caplog.at_level(logging.INFO, logger="wsl_images"):
+        model = get_model("resnet18_ssl", progress=False)
+    _assert_same_weights(model, state18)
+    assert "mapping the file failed (RuntimeError: unable to mmap" in caplog.text
+    assert "does not describe" not in caplog.text and "refused" not in caplog.text
 
 
 def test_entrypoints_and_hub_load_local(
@@ -270,7 +302,9 @@ def test_cache_dir_keyword_keeps_downloads_there(
     wsl_images.resnet18_ssl(progress=False, cache_dir=other)  # type: ignore[attr-defined]
     assert (other / files["zip"].name).is_file()
     requests = server.requests[f"/{files['zip'].name}"]
-    clf = wsl_images.Classifier("ssl_resnet18", progress=False, cache_dir=other, workers=0)
+    clf = wsl_images.Classifier(
+        "ssl_resnet18", progress=False, cache_dir=other, workers=0, device="cpu"
+    )
     assert clf.name == "resnet18_ssl"
     assert server.requests[f"/{files['zip'].name}"] == requests  # found in `other`
     url = f"{server.url}/{files['legacy'].name}"

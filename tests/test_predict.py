@@ -20,7 +20,9 @@ Served = tuple[FileServer, dict[str, Path]]
 
 @pytest.fixture(scope="module")
 def clf(served: Served) -> Classifier:
-    return Classifier("resnet18_ssl", checkpoint_path=served[1]["zip"], batch_size=3, workers=0)
+    return Classifier(
+        "resnet18_ssl", checkpoint_path=served[1]["zip"], batch_size=3, workers=0, device="cpu"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +74,13 @@ def test_paths_pil_and_tensors_agree(clf: Classifier, files: dict[str, Path]) ->
     assert pred_gray[0].indices == pred_gray[1].indices
 
 
-def test_batch_size_does_not_change_results(served: Served, files: dict[str, Path]) -> None:
+def test_batch_size_does_not_change_results(
+    served: Served, files: dict[str, Path], start_method: str
+) -> None:
     images = [photo(seed=s) for s in range(5)]
-    one = Classifier("resnet18_ssl", checkpoint_path=served[1]["zip"], batch_size=1, workers=0)
-    four = Classifier("resnet18_ssl", checkpoint_path=served[1]["zip"], batch_size=4, workers=2)
+    common = {"checkpoint_path": served[1]["zip"], "device": "cpu"}
+    one = Classifier("resnet18_ssl", batch_size=1, workers=0, **common)
+    four = Classifier("resnet18_ssl", batch_size=4, workers=2, **common)
     assert torch.allclose(one.embed(images), four.embed(images), atol=1e-4)
 
 
@@ -92,7 +97,7 @@ def test_bad_inputs_raise_naming_them_and_stream_keeps_the_rest(
 
 
 def test_invalid_arguments(clf: Classifier) -> None:
-    with pytest.raises(InvalidInputError, match=r"top_k must be between 1 and 1000, got 0"):
+    with pytest.raises(InvalidInputError, match=r"top_k must be at least 1, got 0"):
         clf.stream_predictions([photo()], top_k=0)  # checked at the call, not at the first result
     with pytest.raises(ImageDecodeError, match=r"CHW with 1 or 3 channels, got shape \(4, 8, 8\)"):
         clf.predict([torch.zeros(4, 8, 8)])
@@ -107,7 +112,9 @@ def test_invalid_arguments(clf: Classifier) -> None:
 
 
 def test_bfloat16_autocast_on_cpu(served: Served) -> None:
-    fast = Classifier("resnet18_ssl", checkpoint_path=served[1]["zip"], autocast="bfloat16")
+    fast = Classifier(
+        "resnet18_ssl", checkpoint_path=served[1]["zip"], autocast="bfloat16", device="cpu"
+    )
     feats = fast.embed([photo()])
     assert feats.dtype == torch.float32 and feats.shape == (1, 512)
     assert torch.isfinite(feats).all()
@@ -115,7 +122,9 @@ def test_bfloat16_autocast_on_cpu(served: Served) -> None:
 
 def test_old_spellings_warn_and_still_work(served: Served, clf: Classifier) -> None:
     with pytest.warns(DeprecationWarning, match=r"Classifier\(autocast=\.\.\.\)"):
-        old = Classifier("resnet18_ssl", checkpoint_path=served[1]["zip"], dtype="bfloat16")
+        old = Classifier(
+            "resnet18_ssl", checkpoint_path=served[1]["zip"], dtype="bfloat16", device="cpu"
+        )
     assert old.autocast_dtype == torch.bfloat16
     with pytest.warns(DeprecationWarning, match=r"stream_predictions\(images, top_k=K\)"):
         (pred,) = list(clf.stream([photo()], top_k=2))

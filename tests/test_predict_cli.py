@@ -35,11 +35,16 @@ def _url(served: Served) -> str:
 
 
 def _classify(served: Served, *args: str) -> list[str]:
-    return ["classify", "--model", "resnet18_ssl", "--checkpoint", _url(served), *args]
+    common = ["--checkpoint", _url(served), "--device", "cpu"]
+    return ["classify", "--model", "resnet18_ssl", *common, *args]
 
 
 def test_classify_jsonl_labels_every_mode_and_reports_every_bad_file(
-    served: Served, tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    served: Served,
+    tree: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    start_method: str,
 ) -> None:
     out = tmp_path / "labels.jsonl"
     bad = [str(tree / "bad" / f) for f in ["bomb.png", "empty.jpg", "notes.png", "truncated.jpg"]]
@@ -81,13 +86,29 @@ def test_classify_table_csv_and_stdin(
     assert lines[0] == str(rgb) and lines[1].strip().endswith(")") and len(lines) == 2
 
 
+def test_a_name_stdout_cannot_encode_is_escaped_not_a_crash(
+    served: Served, tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on Windows, where a redirected stdout encodes in the ANSI code page (cp1252)."""
+    named = tmp_path / "猫 café.jpg"
+    named.write_bytes((tree / "photos" / "rgb.jpg").read_bytes())
+    raw = io.BytesIO()
+    stdout = io.TextIOWrapper(raw, encoding="cp1252", newline="\n")  # errors="strict"
+    monkeypatch.setattr("sys.stdout", stdout)
+    assert main([*_classify(served, "--top-k", "1", "--workers", "0"), str(named)]) == 0
+    stdout.flush()
+    lines = raw.getvalue().decode("cp1252").splitlines()
+    assert lines[0] == str(named).replace("猫", "\\u732b")  # café is in cp1252
+    assert lines[1].strip().endswith(")") and len(lines) == 2
+
+
 def test_classify_matches_the_python_api(served: Served, tree: Path, tmp_path: Path) -> None:
     out = tmp_path / "l.jsonl"
     assert (
         main([*_classify(served, "--format", "jsonl", "-o", str(out)), str(tree / "photos")]) == 0
     )
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    clf = Classifier("resnet18_ssl", checkpoint_path=served[1]["zip"], workers=0)
+    clf = Classifier("resnet18_ssl", checkpoint_path=served[1]["zip"], workers=0, device="cpu")
     preds = clf.predict([r["path"] for r in records])
     assert [r["predictions"][0]["index"] for r in records] == [p.indices[0] for p in preds]
 
@@ -96,6 +117,7 @@ def test_embed_npy_and_jsonl(served: Served, tree: Path, tmp_path: Path) -> None
     inputs = [str(tree / "photos" / "rgb.jpg"), str(tree / "bad" / "empty.jpg")]
     npy = tmp_path / "feats.npy"
     args = ["embed", "--model", "resnet18_ssl", "--checkpoint", _url(served), "--workers", "1"]
+    args += ["--device", "cpu"]
     assert main([*args, "-o", str(npy), *inputs]) == 1
     matrix = np.load(npy)
     assert matrix.shape == (2, 512) and matrix.dtype == np.float32
@@ -105,7 +127,8 @@ def test_embed_npy_and_jsonl(served: Served, tree: Path, tmp_path: Path) -> None
         {"path": inputs[0], "row": 0},
         {"path": inputs[1], "row": 1, "error": "empty file (0 bytes), not an image"},
     ]
-    expected = Classifier("resnet18_ssl", checkpoint_path=served[1]["zip"]).embed(inputs[:1])
+    clf = Classifier("resnet18_ssl", checkpoint_path=served[1]["zip"], device="cpu")
+    expected = clf.embed(inputs[:1])
     assert np.allclose(matrix[0], expected[0].numpy(), atol=1e-5)
     jsonl = tmp_path / "feats.txt"
     assert main([*args, "-o", str(jsonl), inputs[0]]) == 0
@@ -121,6 +144,7 @@ def test_failed_run_leaves_no_output(
     out = tmp_path / "out.jsonl"
     out.write_text("previous results\n")
     args = ["classify", "--model", "resnet18_ssl", "--checkpoint", str(bad_ckpt), "-o", str(out)]
+    args += ["--device", "cpu"]
     assert main([*args, str(tree / "photos")]) == 1
     assert "wsl-images classify: error:" in capsys.readouterr().err
     assert out.read_text() == "previous results\n"

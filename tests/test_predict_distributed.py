@@ -31,6 +31,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _common(checkpoint: str, images: Path) -> list[str]:
     common = ["--model", "resnet18_ssl", "--checkpoint", checkpoint, "--batch-size", "2"]
+    common += ["--device", "cpu"]
     return [*common, "--workers", "1", "--no-progress", str(images)]
 
 

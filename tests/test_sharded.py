@@ -7,7 +7,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _args(command: str, checkpoint: Path, data: Path, *extra: str) -> list[str]:
     common = ["--model", "resnet18_ssl", "--checkpoint", str(checkpoint), "--batch-size", "8"]
+    common += ["--device", "cpu"]
     common += ["--workers", "1", "--no-progress", "--files-from", str(data / "list.txt")]
     return [command, *common, str(data / "folder"), *extra]
 
@@ -92,7 +92,7 @@ def _kill_after_shards(argv: list[str], folder: Path, count: int) -> None:
             break
         time.sleep(0.005)
     assert proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
+    proc.kill()  # SIGKILL on POSIX, TerminateProcess on Windows
     proc.wait()
 
 
@@ -184,13 +184,28 @@ def test_read_results_yields_every_input_in_order(runs: Path) -> None:
     assert all(r.embedding is None and r.row is None for r in rows)
 
 
-def test_embed_shards_hold_the_single_file_rows(served: Served, data: Path, tmp_path: Path) -> None:
+def test_result_paths_given_again_are_the_same_inputs(runs: Path) -> None:
+    """A row's path, tar members' included, read back as an input is the input it came from."""
+    from wsl_images.inference import TarMember, iter_inputs
+    from wsl_images.jobs._listing import Listing
+
+    rows = list(wsl_images.read_results(runs / "classify"))
+    listing = list(Listing(runs / "classify", count=INPUTS, shard_size=SHARD))
+    again = list(iter_inputs(r.path for r in rows))
+    assert sum(isinstance(e, TarMember) and e.error is None for e in listing) == 6
+    assert again == listing
+
+
+def test_embed_shards_hold_the_single_file_rows(
+    served: Served, data: Path, tmp_path: Path, start_method: str
+) -> None:
     folder = data / "folder"
     small = tmp_path / "small.txt"
     photos = sorted((folder / "photos" / "00").iterdir())[:9]
     small.write_text("\n".join(map(str, [folder / "bad", *photos, folder / "web-000000.tar"])))
     common = ["--model", "resnet18_ssl", "--checkpoint", str(served[1]["zip"]), "--no-progress"]
-    common += ["--batch-size", "4", "--files-from", str(small)]
+    common += ["--device", "cpu"]
+    common += ["--batch-size", "4", "--files-from", str(small), "--workers", "1"]
     assert main(["embed", *common, "-o", str(tmp_path / "ref.npy")]) == 1
     out = tmp_path / "embed"
     assert main(["embed", *common, "--output-dir", str(out), "--shard-size", "4"]) == 1
@@ -269,6 +284,7 @@ def test_overwrite_starts_over(served: Served, data: Path, runs: Path, tmp_path:
     (folder / "notes.md").write_text("mine")
     one = data / "folder" / "photos" / "00" / "00001.jpg"
     argv = ["classify", "--model", "resnet18_ssl", "--checkpoint", str(served[1]["zip"])]
+    argv += ["--device", "cpu"]
     argv += ["--no-progress", "--top-k", "2", "--output-dir", str(folder), str(one)]
     assert main(argv) == 2  # another run's folder: refused without --overwrite
     assert main([*argv, "--overwrite"]) == 0
@@ -287,6 +303,7 @@ def test_folders_that_cannot_hold_a_run_are_refused(
 
     def run(folder: Path, *extra: str) -> str:
         argv = ["classify", "--model", "resnet18_ssl", "--checkpoint", str(served[1]["zip"])]
+        argv += ["--device", "cpu"]
         assert main([*argv, "--no-progress", "--output-dir", str(folder), *extra, str(one)]) == 2
         return capsys.readouterr().err
 
@@ -305,7 +322,8 @@ def test_folders_that_cannot_hold_a_run_are_refused(
     (garbled / "run.json").write_text("{not json")
     assert "is not a wsl-images run record" in run(garbled)
     assert (garbled / "run.json").read_text() == "{not json"
-    if os.geteuid() != 0:  # root writes anywhere: the permission check cannot be shown as root
+    # Root writes anywhere, and Windows ignores a folder's mode: shown where permissions apply.
+    if os.name == "posix" and os.geteuid() != 0:
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
         assert "is not writable" in run(locked)

@@ -50,6 +50,7 @@ def one(served: Served, data: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def _args(served: Served, folder: Path, *inputs: Path) -> list[str]:
     args = ["classify", "--model", "resnet18_ssl", "--checkpoint", str(served[1]["zip"])]
     args += ["--batch-size", "4", "--workers", "1", "--no-progress", "--shard-size", "8"]
+    args += ["--device", "cpu"]
     return [*args, "--output-dir", str(folder), *map(str, inputs)]
 
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import io
+import ntpath
 import tarfile
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import numpy as np
 import pytest
 from imagegen import webdataset_members, write_bad, write_good, write_tar
 
 from wsl_images.errors import ImageDecodeError
-from wsl_images.inference import TarMember, iter_members, load_image
-from wsl_images.inference._pipeline import prepare
+from wsl_images.inference import TarMember, iter_members, load_image, split_member_path
+from wsl_images.inference._crops import prepare
 
 
 def _names(archive: Path) -> list[str]:
@@ -146,3 +147,35 @@ def test_reading_a_member_never_extracts(tmp_path: Path) -> None:
     for member in iter_members(str(archive)):
         assert isinstance(member.open(), io.BytesIO)
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_member_paths_are_archive_slash_member_and_split_back_on_windows() -> None:
+    """Simulated Windows paths: the archive as listed (backslashes), one "/", the tar name."""
+    archive = str(PureWindowsPath("C:/data/shards/web.tar"))  # as iter_inputs lists it there
+    member = TarMember(archive, "n01/x.jpg", 512, 9)
+    assert member.path == "C:\\data\\shards\\web.tar/n01/x.jpg"
+    assert ntpath.dirname(member.path) == "C:\\data\\shards\\web.tar/n01"  # a plain path
+
+    files = {archive, "C:\\data\\a.tar\\b.TAR"}
+
+    def split(path: str) -> tuple[str, str] | None:
+        return split_member_path(path, is_file=files.__contains__, windows=True)
+
+    assert split(member.path) == (archive, "n01/x.jpg")
+    assert split("C:\\data\\shards\\web.tar\\n01\\x.jpg") == (archive, "n01/x.jpg")  # typed
+    assert split("C:\\data\\a.tar\\b.TAR/k.tar/0.jpg") == ("C:\\data\\a.tar\\b.TAR", "k.tar/0.jpg")
+    assert split("C:\\data\\shards\\web.tar") is None  # the archive itself: not a member
+    assert split("C:\\data\\shards\\web.tar/") is None
+    assert split("C:\\data\\photos\\1.jpg") is None
+
+
+def test_member_paths_split_at_the_first_archive_that_is_a_file_on_posix() -> None:
+    files = {"d/x.tar/m.tar", "a\\b.tar"}
+
+    def split(path: str) -> tuple[str, str] | None:
+        return split_member_path(path, is_file=files.__contains__, windows=False)
+
+    assert split("d/x.tar/m.tar/k/0.jpg") == ("d/x.tar/m.tar", "k/0.jpg")  # x.tar: a folder
+    assert split("d/x.tar/m.tar/k\\0.jpg") == ("d/x.tar/m.tar", "k\\0.jpg")  # a name's backslash
+    assert split("a\\b.tar/0.jpg") == ("a\\b.tar", "0.jpg")  # a backslash in a POSIX name
+    assert split("a/b.tar\\0.jpg") is None

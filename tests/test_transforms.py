@@ -60,7 +60,7 @@ def test_geometry_then_normalization_is_the_whole(odd_row: None) -> None:
 def test_pipeline_and_info_use_the_fields(
     odd_row: None, served: Served, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    clf = Classifier("resnet18_ssl", checkpoint_path=served[1]["zip"], workers=0)
+    clf = Classifier("resnet18_ssl", checkpoint_path=served[1]["zip"], workers=0, device="cpu")
     assert clf.geometry(photo((90, 60))).shape == (3, 32, 32)
     white = torch.full((1, 3, 32, 32), 255, dtype=torch.uint8)
     assert torch.equal(clf.normalize(white), torch.full((1, 3, 32, 32), 2.0))  # (1 - .5) / .25

@@ -13,22 +13,32 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, overload
 
-from .errors import InvalidInputError, UnknownModelError
-from .zoo import Architecture, Weights, docstring, get_weights, list_models, released_files
+from .errors import CheckpointError, InvalidInputError, UnknownModelError
+from .zoo import (
+    DEFAULT_MODEL,
+    Architecture,
+    Weights,
+    docstring,
+    get_weights,
+    list_models,
+    released_files,
+)
 
 if TYPE_CHECKING:
     import torch
     from torchvision.models.resnet import ResNet
 
     from .cache import BadFile, CacheEntry
-    from .checkpoints import StateDict
+    from .checkpoints import Checkpoint, StateDict
     from .zoo import FeatureExtractor, ModelOptions
 
 __all__ = [
     "Entrypoint",
+    "TrainedModel",
     "build_model",
     "cache_files",
     "checkpoint_file",
@@ -36,6 +46,7 @@ __all__ = [
     "download",
     "entrypoints",
     "get_model",
+    "load_trained",
     "scan_cache",
     "source_sha256",
     "verify_cache",
@@ -309,42 +320,198 @@ def _load(
 ) -> ResNet:
     """The ResNet of ``weights.arch`` holding the state dict in ``path`` (``cached``: a file of
     the cache, mapped, which keeps its layout; else the user's, read unless ``mmap``)."""
-    from .checkpoints import assign_state_dict, read_state_dict
+    state = _read(path, cached, mmap).state
+    fc = state.get("fc.weight")
+    new_head = num_classes != _IMAGENET_CLASSES and (fc is None or fc.shape[0] != num_classes)
+    return _build(weights, state, opts, num_classes, source, kwargs, new_head=new_head)
+
+
+def _read(path: Path, cached: bool, mmap: bool) -> Checkpoint:
+    from .checkpoints import read_checkpoint
+
+    return _cached_checkpoint(path) if cached else read_checkpoint(path, mmap=mmap)
+
+
+def _build(
+    weights: Weights,
+    state: StateDict,
+    opts: ModelOptions,
+    num_classes: int,
+    source: str,
+    kwargs: dict[str, Any],
+    *,
+    new_head: bool,
+    target: str | None = None,
+    hint: str | None = None,
+) -> ResNet:
+    """The ResNet of ``weights.arch`` holding ``state``; a mismatch names ``target`` (default:
+    the model) and says what to do (default: which model the shapes fit, if another one)."""
+    from .checkpoints import assign_state_dict
     from .zoo import meta_skeleton
 
-    state = _cached_state_dict(path) if cached else read_state_dict(path, mmap=mmap)
     opts.adapt_state(state)
     # Built on the meta device: no memory allocated and no random init that would be discarded;
     # assign=True then makes the loaded (memory-mapped) tensors the parameters themselves.
     with meta_skeleton():
         model = build_model(weights.arch, num_classes=num_classes, in_chans=opts.in_chans, **kwargs)
-    fc = state.get("fc.weight")
-    new_head = num_classes != _IMAGENET_CLASSES and (fc is None or fc.shape[0] != num_classes)
-    assign_state_dict(
-        model, state, source=source, new_head=new_head, dtype=opts.dtype, device=opts.device
-    )
+    target = target or f"model {weights.name!r} ({weights.arch.title}, {num_classes} classes)"
+    try:
+        assign_state_dict(
+            model, state, source=source, new_head=new_head, dtype=opts.dtype,
+            device=opts.device, target=target, hint="",
+        )  # fmt: skip
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} {hint or _fit_hint(state, weights, num_classes)}") from None
     return model
 
 
-def _cached_state_dict(path: Path) -> StateDict:
+def _fit_hint(state: StateDict, weights: Weights, num_classes: int) -> str:
+    """What to do about a checkpoint that does not fit ``weights``: the models its shapes fit,
+    or the number of classes its fc has."""
+    from .zoo import architecture_of, describe_shapes, models_for
+
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    arch = architecture_of(shapes)
+    fc = shapes.get("fc.weight")
+    if arch == weights.arch and fc is not None and fc[0] != num_classes:
+        return f"Its fc has {fc[0]} outputs: pass num_classes={fc[0]} (--num-classes {fc[0]})."
+    if arch is None or arch == weights.arch:
+        return (
+            f"Its shapes ({describe_shapes(shapes)}) fit no other architecture of the zoo: "
+            "give the model it was saved from."
+        )
+    names = models_for(arch)
+    return (
+        f"Its shapes are those of {arch.title} ({', '.join(names)}): give that model name "
+        f"(e.g. --model {names[0]}), or leave it out (classify, embed, Classifier) to have it "
+        "inferred."
+    )
+
+
+def _cached_checkpoint(path: Path) -> Checkpoint:
     """The state dict of a verified file of the cache, mapped; its layout is kept in the cache.
 
     The first load parses the file and gives the cache the layout of its tensors (legacy format);
     later loads map the tensors by that layout and parse nothing.
     """
     from . import cache
-    from .checkpoints import map_layout, read_with_layout
+    from .checkpoints import Checkpoint, map_layout, read_with_layout
 
     kept = cache.load_derived(path, cache.LAYOUT)  # hash-checked, tied to this file's sha256
     if kept is not None:
         try:
-            return map_layout(path, kept)
+            return Checkpoint(map_layout(path, kept), None)
         except ValueError as exc:  # intact, yet not this file's: from a future version?
             log.warning("Not using the layout kept for %s (%s): parsing the file", path, exc)
-    state, layout = read_with_layout(path)
+    checkpoint, layout = read_with_layout(path)
     if layout is not None:
         cache.keep_derived(path, cache.LAYOUT, layout)
-    return state
+    return checkpoint
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A model as :class:`wsl_images.Classifier` runs it, and what its checkpoint said."""
+
+    model: ResNet
+    weights: Weights  # the registry row whose architecture and preprocessing ``model`` has
+    num_classes: int  # outputs of ``model.fc``
+    classes: list[str] | None  # fc's class names saved in the checkpoint ("classes"), if any
+    head: bool  # False: the checkpoint has no ``fc`` (a backbone): ``model.fc`` is random
+
+
+def load_trained(
+    name: str | None,
+    *,
+    checkpoint_path: PathLike | None = None,
+    num_classes: int | None = None,
+    check_hash: bool = True,
+    mmap: bool = False,
+    progress: bool = True,
+    cache_dir: PathLike | None = None,
+) -> TrainedModel:
+    """Model ``name`` with its released weights, or with a checkpoint of any head.
+
+    With ``checkpoint_path``: ``name`` None infers the architecture from the checkpoint's
+    shapes (logged at INFO; the preferred model of that architecture names it, see
+    :func:`wsl_images.zoo.models_for`); ``num_classes`` None takes the outputs of its ``fc``
+    (a fine-tuned head), and a checkpoint without ``fc`` gives a backbone (``head`` False).
+    A state dict is read once: the shapes are looked at before anything is built.
+    """
+    if num_classes is not None and num_classes < 1:
+        msg = f"num_classes must be a positive integer, got {num_classes!r}."
+        raise InvalidInputError(msg)
+    if checkpoint_path is None:
+        weights = get_weights(name or DEFAULT_MODEL)
+        if num_classes not in (None, _IMAGENET_CLASSES):
+            msg = (
+                f"num_classes={num_classes} needs a checkpoint whose fc has {num_classes} "
+                f"outputs (checkpoint_path, --checkpoint): the released {weights.name} weights "
+                f"classify the {_IMAGENET_CLASSES} ImageNet classes."
+            )
+            raise InvalidInputError(msg)
+        model = get_model(
+            weights.name, check_hash=check_hash, progress=progress, cache_dir=cache_dir
+        )
+        return TrainedModel(model, weights, _IMAGENET_CLASSES, None, head=True)
+    from .zoo import ModelOptions
+
+    path, cached = checkpoint_file(
+        name or DEFAULT_MODEL, checkpoint_path, progress=progress, check_hash=check_hash,
+        cache_dir=cache_dir,
+    )  # fmt: skip
+    source = os.fspath(checkpoint_path)
+    checkpoint = _read(path, cached, mmap)
+    weights, target, hint = _architecture(name, checkpoint.state, source)
+    fc = checkpoint.state.get("fc.weight")
+    outputs = int(fc.shape[0]) if fc is not None and fc.ndim == 2 else None
+    if num_classes is not None and outputs is not None and num_classes != outputs:
+        msg = (
+            f"num_classes={num_classes} (--num-classes), but the fc of checkpoint {source!r} "
+            f"has {outputs} outputs: drop num_classes to use the checkpoint's."
+        )
+        raise InvalidInputError(msg)
+    classes = num_classes or outputs or _IMAGENET_CLASSES
+    if num_classes is None and outputs not in (None, _IMAGENET_CLASSES):
+        log.info("Checkpoint %s: its fc has %d outputs (num_classes=%d)", source, classes, classes)
+    model = _build(
+        weights, checkpoint.state, ModelOptions(), classes, source, {}, new_head=fc is None,
+        target=target, hint=hint,
+    )  # fmt: skip
+    return TrainedModel(model, weights, classes, checkpoint.classes, head=fc is not None)
+
+
+def _architecture(
+    name: str | None, state: StateDict, source: str
+) -> tuple[Weights, str | None, str | None]:
+    """The registry row to build for ``state`` (``name``'s, or inferred from the shapes when
+    ``name`` is None), and how a mismatch message names it and what it advises (None: the
+    usual)."""
+    from .zoo import architecture_of, describe_shapes, models_for
+
+    if name is not None:
+        return get_weights(name), None, None
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    arch = architecture_of(shapes)
+    if arch is None:
+        weights = get_weights(DEFAULT_MODEL)
+        target = (
+            f"the default model {weights.name!r} ({weights.arch.title}), tried because no model "
+            "name was given and its shapes fit none of the zoo's architectures (it has "
+            f"{describe_shapes(shapes)})"
+        )
+        hint = (
+            "Give the model it was saved from: --model NAME on the command line, "
+            "Classifier(NAME, ...) in Python (`wsl-images list` shows the names)."
+        )
+        return weights, target, hint
+    weights = get_weights(models_for(arch)[0])
+    log.info(
+        "Checkpoint %s: no model name given; its shapes are those of %s: built as %s "
+        "(give --model or the name to choose another)",
+        source, arch.title, weights.name,
+    )  # fmt: skip
+    return weights, None, None
 
 
 class Entrypoint(Protocol):

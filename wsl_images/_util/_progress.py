@@ -35,8 +35,9 @@ class _NoBar:
 
 
 @contextlib.contextmanager
-def progress_bar(total: int, *, show: bool, unit: str = "img") -> Iterator[Bar]:
-    """A bar of ``total`` units, drawn on a terminal only (``show`` False: never)."""
+def progress_bar(total: int | None, *, show: bool, unit: str = "img") -> Iterator[Bar]:
+    """A bar of ``total`` units (None: not known yet, a count), drawn on a terminal only
+    (``show`` False: never)."""
     try:
         from tqdm.auto import tqdm
     except ImportError:

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from ._assign import assign_state_dict, convert_in_place
 from ._layout import map_tensors as map_layout
-from ._reader import StateDict, read_state_dict, read_with_layout
+from ._reader import Checkpoint, StateDict, read_checkpoint, read_state_dict, read_with_layout
 
 __all__ = [
+    "Checkpoint",
     "StateDict",
     "assign_state_dict",
     "convert_in_place",
     "map_layout",
+    "read_checkpoint",
     "read_state_dict",
     "read_with_layout",
 ]

@@ -52,12 +52,15 @@ def assign_state_dict(
     new_head: bool,
     dtype: torch.dtype | None = None,
     device: torch.device | None = None,
+    target: str = "this architecture",
+    hint: str = "Check that the checkpoint was saved from the same model name (and num_classes).",
 ) -> None:
     """Put ``state``'s tensors into ``model`` (built on the meta device) without copying them.
 
     ``new_head``: the checkpoint's ``fc`` is dropped and ``model.fc`` freshly initialised.
     A missing ``num_batches_tracked`` (older checkpoints) is filled with zeros.
     ``dtype``/``device``: weights converted on the way in (``state``'s entries are replaced).
+    ``target`` names the model in a mismatch's message, ``hint`` says what to do about it.
     """
     if dtype is not None or device is not None:
         convert_in_place(state, dtype=dtype, device=device)
@@ -86,10 +89,8 @@ def assign_state_dict(
             problems.append(f"missing keys ({len(missing)}): {_describe(missing)}")
         if unexpected:
             problems.append(f"unexpected keys ({len(unexpected)}): {_describe(unexpected, state)}")
-        msg = (
-            f"Checkpoint {source!r} does not fit this architecture: {'; '.join(problems)}. "
-            "Check that the checkpoint was saved from the same model name (and num_classes)."
-        )
+        msg = f"Checkpoint {source!r} does not fit {target}: {'; '.join(problems)}."
+        msg += f" {hint}" if hint else ""
         raise CheckpointError(msg)
     model.load_state_dict(state, strict=not new_head, assign=True)
     if new_head:

@@ -66,7 +66,7 @@ def map_tensors(path: Path, layout: bytes) -> dict[str, torch.Tensor]:
             msg = "the layout is for another file"
             raise ValueError(msg)
         # Copy-on-write, as torch.load(mmap=True): a write to a tensor never reaches the file.
-        mapping = map_file(path, size)
+        mapping = _mapped(path, size)
         state = {}
         for name, (dtype, offset, nbytes, start, shape, stride) in entries.items():
             if not 0 <= offset <= offset + nbytes <= size:
@@ -80,4 +80,14 @@ def map_tensors(path: Path, layout: bytes) -> dict[str, torch.Tensor]:
         return state
     except (KeyError, TypeError, RuntimeError, json.JSONDecodeError) as exc:
         msg = f"the layout does not describe the file: {exc}"
+        raise ValueError(msg) from exc
+
+
+def _mapped(path: Path, size: int) -> torch.UntypedStorage:
+    """The file mapped; a failure of the mapping itself (no address space, a platform or file
+    system that cannot map the file) is named as such, not blamed on the layout."""
+    try:
+        return map_file(path, size)
+    except (OSError, RuntimeError) as exc:
+        msg = f"mapping the file failed ({type(exc).__name__}: {exc})"
         raise ValueError(msg) from exc

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -21,10 +22,21 @@ from . import _formats as formats
 from . import _layout as layout
 from . import _legacy as legacy_format
 
-__all__ = ["StateDict", "read_state_dict", "read_with_layout"]
+__all__ = ["Checkpoint", "StateDict", "read_checkpoint", "read_state_dict", "read_with_layout"]
 
 StateDict = dict[str, torch.Tensor]
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
+_CLASSES_KEY = "classes"
+
+
+class Checkpoint(NamedTuple):
+    """A checkpoint's state dict, and the class names saved beside it, if any."""
+
+    state: StateDict
+    # A training checkpoint's "classes" entry next to its weights (a list of strings, as
+    # torchvision's ImageFolder.classes that examples/finetune.py saves): the names of fc's
+    # outputs, in order. None when the file has none.
+    classes: list[str] | None
 
 
 def read_state_dict(path: Path, *, mmap: bool = False) -> StateDict:
@@ -38,23 +50,29 @@ def read_state_dict(path: Path, *, mmap: bool = False) -> StateDict:
     Training checkpoints (``{"state_dict": ...}`` and the like) and DDP ``module.`` prefixes are
     unwrapped. Anything but tensors in plain containers is refused (``weights_only=True``).
     """
+    return _read(path, mmap=mmap)[0].state
+
+
+def read_checkpoint(path: Path, *, mmap: bool = False) -> Checkpoint:
+    """:func:`read_state_dict`, with the class names the file stores beside the weights."""
     return _read(path, mmap=mmap)[0]
 
 
-def read_with_layout(path: Path) -> tuple[StateDict, bytes | None]:
+def read_with_layout(path: Path) -> tuple[Checkpoint, bytes | None]:
     """The checkpoint at ``path``, mapped (:func:`read_state_dict` with ``mmap=True``), and the
     layout of its tensors in the file, for :func:`map_layout` to map them again without parsing
-    (None where the file cannot be described: a zip file, or one read whole)."""
-    state, offsets = _read(path, mmap=True)
-    if not offsets:
-        return state, None
+    (None where the file cannot be described: a zip file, one read whole, or one that stores
+    class names, which a layout would not keep)."""
+    checkpoint, offsets = _read(path, mmap=True)
+    if not offsets or checkpoint.classes is not None:
+        return checkpoint, None
     try:
-        return state, layout.describe(state, offsets, path.stat().st_size)
+        return checkpoint, layout.describe(checkpoint.state, offsets, path.stat().st_size)
     except KeyError:  # a tensor not mapped from the file (not describable): parse each time
-        return state, None
+        return checkpoint, None
 
 
-def _read(path: Path, *, mmap: bool) -> tuple[StateDict, dict[int, int]]:
+def _read(path: Path, *, mmap: bool) -> tuple[Checkpoint, dict[int, int]]:
     """The state dict, and where its legacy-format storages lie in the file (else empty)."""
     # weights_only=True always: a checkpoint is data, never code (no fallback, ever).
     name = str(path)
@@ -106,13 +124,15 @@ def _failure(name: str, exc: Exception) -> str:
     )
 
 
-def _as_state_dict(obj: object, path: Path) -> StateDict:
-    """Unwrap ``{"state_dict": ...}``-style training checkpoints and DDP ``module.`` prefixes."""
-    where = ""
+def _as_state_dict(obj: object, path: Path) -> Checkpoint:
+    """Unwrap ``{"state_dict": ...}``-style training checkpoints and DDP ``module.`` prefixes;
+    keep the wrapper's ``classes`` if it is a list of strings."""
+    where, classes = "", None
     if isinstance(obj, Mapping):
         for key in _WRAPPER_KEYS:
             inner = obj.get(key)
             if isinstance(inner, Mapping):
+                classes = _classes(obj.get(_CLASSES_KEY))
                 obj, where = inner, f" (in its {key!r} entry)"
                 break
     if not isinstance(obj, Mapping):
@@ -133,7 +153,14 @@ def _as_state_dict(obj: object, path: Path) -> StateDict:
     state = {str(k): v for k, v in obj.items()}
     if state and all(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}
-    return state
+    return Checkpoint(state, classes)
+
+
+def _classes(value: object) -> list[str] | None:
+    """``value`` as class names if it is a non-empty list (or tuple) of strings, else None."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return [str(v) for v in value]
+    return None
 
 
 def _a(value: object) -> str:

@@ -17,6 +17,7 @@ import logging
 import sys
 from collections.abc import Collection, Sequence
 
+from .. import __version__
 from ..errors import InvalidInputError, UnknownModelError, WslImagesError
 
 __all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
@@ -43,6 +44,7 @@ def build_parser(commands: Collection[str] = ()) -> argparse.ArgumentParser:
         description="Facebook AI's WSL/SSL/SWSL ImageNet models: list, fetch, classify, embed.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is being done")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     wanted = {COMMANDS[c][0] for c in commands}
     for command, (module, text) in COMMANDS.items():
@@ -61,10 +63,35 @@ def _command_in(argv: Sequence[str]) -> list[str]:
     return [word] if word in COMMANDS else []
 
 
+def _place_late_positionals(
+    args: argparse.Namespace, extra: list[str], parser: argparse.ArgumentParser
+) -> None:
+    """Positionals given after options (``evaluate NAME --checkpoint X DIR``).
+
+    argparse fills a command's optional positionals (``DIR``, ``PATH...``) from the first run of
+    positionals only, and calls any later one unrecognised. A command names the attribute that
+    takes them (``set_defaults(late=...)``): a list is extended, an empty single value set.
+    """
+    words = [w for w in extra if not w.startswith("-") or w == "-"]
+    late = getattr(args, "late", None)
+    if late is not None and words and len(words) == len(extra):
+        current = getattr(args, late)
+        if isinstance(current, list):
+            current.extend(words)
+            return
+        if current is None and len(words) == 1:
+            setattr(args, late, words[0])
+            return
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 some inputs failed, 2 usage)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(_command_in(argv)).parse_args(argv)
+    parser = build_parser(_command_in(argv))
+    args, extra = parser.parse_known_args(argv)
+    _place_late_positionals(args, extra, parser)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="wsl-images: %(levelname)s: %(message)s",

@@ -7,8 +7,11 @@ import sys
 
 from ..errors import InvalidInputError
 from ..export import ATOL, FORMATS, RTOL  # constants only: export imports torch when it runs
+from ._output import check_output, format_from
 
 __all__ = ["register"]
+
+_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".torchscript": "torchscript"}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -16,7 +19,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "export", help="export to ONNX or TorchScript; the file is checked against PyTorch"
     )
     p.add_argument("name", help="model name, e.g. resnet50_swsl")
-    p.add_argument("--format", choices=FORMATS, required=True)
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="default: from the extension of -o (.onnx: onnx; .pt, .torchscript: torchscript)",
+    )
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
     p.add_argument("--checkpoint", help="local file or URL of a state dict to export instead")
     p.add_argument(
@@ -43,6 +50,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _export(args: argparse.Namespace) -> int:
     from ..export import export_model
 
+    check_output(args.output, "-o")
+    fmt = args.format or format_from(args.output, _SUFFIXES, None)
+    if fmt is None:
+        msg = (
+            f"-o {args.output!r}: its extension names no format; give --format "
+            f"{'|'.join(FORMATS)}, or name the file .onnx (ONNX) or .pt (TorchScript)."
+        )
+        raise InvalidInputError(msg)
     if args.dynamic_batch and args.static_batch:
         msg = "--dynamic-batch and --static-batch contradict each other; give one at most."
         raise InvalidInputError(msg)
@@ -55,7 +70,7 @@ def _export(args: argparse.Namespace) -> int:
     result = export_model(
         args.name,
         args.output,
-        format=args.format,
+        format=next(f for f in FORMATS if f == fmt),  # as typed: one of FORMATS
         checkpoint_path=args.checkpoint,
         check_hash=args.check_hash,
         num_classes=args.num_classes,

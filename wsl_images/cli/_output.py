@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -25,25 +27,58 @@ if TYPE_CHECKING:
 
     from ..inference import Outcome, Prediction
 
-__all__ = ["ClassifyWriter", "EmbeddingWriter", "check_output", "open_output"]
+__all__ = [
+    "ClassifyWriter",
+    "EmbeddingWriter",
+    "check_output",
+    "format_from",
+    "open_output",
+]
 
 
-def check_output(path: str | None) -> None:
-    """Refuse early (usage error) an --output whose folder does not exist."""
-    if path is not None and not Path(path).resolve().parent.is_dir():
-        folder = str(Path(path).parent)
-        msg = f"--output {path!r}: folder {folder!r} does not exist; create it first."
+def check_output(path: str | None, flag: str = "--output") -> None:
+    """Refuse early (usage error, before any work) an output file that cannot be written: its
+    folder missing or not writable, or the path itself a folder."""
+    if path is None:
+        return
+    target = Path(path).expanduser()
+    folder = target.resolve().parent
+    if target.is_dir():
+        msg = f"{flag} {path!r} is a folder: give the path of a file (it may be in that folder)."
         raise InvalidInputError(msg)
+    if not folder.is_dir():
+        msg = f"{flag} {path!r}: folder {str(target.parent)!r} does not exist; create it first."
+        raise InvalidInputError(msg)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        msg = f"{flag} {path!r}: folder {str(folder)!r} is not writable; choose another place."
+        raise InvalidInputError(msg)
+
+
+def format_from(path: str | None, by_suffix: Mapping[str, str], default: str | None) -> str | None:
+    """The format an output file's extension names (``by_suffix``, case-insensitive), or
+    ``default`` when it names none (``.txt``) or there is no file."""
+    if path is None:
+        return default
+    return by_suffix.get(Path(path).suffix.lower(), default)
 
 
 @contextlib.contextmanager
 def open_output(path: str | None) -> Iterator[TextIO]:
     """``path`` for writing text, atomically; stdout when ``path`` is None."""
     if path is None:
-        yield sys.stdout
+        yield _tolerant(sys.stdout)
         return
     with atomic_file(path) as tmp, open(tmp.fd, "w", encoding="utf-8", closefd=False) as out:
         yield out
+
+
+def _tolerant(stream: TextIO) -> TextIO:
+    """``stream``, escaping what its encoding cannot write instead of failing mid-run: on
+    Windows a redirected stdout encodes in the ANSI code page (cp1252, ...), which has no
+    character for most non-Latin file names."""
+    if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+        stream.reconfigure(errors="backslashreplace")
+    return stream
 
 
 class ClassifyWriter:

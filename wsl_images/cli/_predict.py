@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,15 +21,19 @@ from ..errors import InvalidInputError
 from ..jobs import DEFAULT_SHARD_SIZE  # torch-free
 from ..zoo import DEFAULT_MODEL
 from ._evaluate import ENGINES
-from ._output import ClassifyWriter, EmbeddingWriter, check_output, open_output
+from ._output import ClassifyWriter, EmbeddingWriter, check_output, format_from, open_output
 
 if TYPE_CHECKING:
     from ..distributed import Context
     from ..inference import Classifier, Entry, Outcome
 
-    Body = Callable[[Context, Classifier, list[Entry], list[str]], int]
+    Body = Callable[[Context, Classifier, Sequence[Entry], Sequence[str]], int]
 
 __all__ = ["register"]
+
+# Formats an --output file's extension names; any other extension keeps the default.
+_CLASSIFY_SUFFIXES = {".jsonl": "jsonl", ".csv": "csv"}
+_EMBED_SUFFIXES = {".npy": "npy", ".jsonl": "jsonl"}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,11 +41,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _common(p)
     p.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
     p.add_argument(
-        "--format", choices=("table", "jsonl", "csv"), help="default table (jsonl in --output-dir)"
+        "--format",
+        choices=("table", "jsonl", "csv"),
+        help="default: from --output's extension (.jsonl, .csv), else table (jsonl in "
+        "--output-dir)",
     )
     p.add_argument("--output", "-o", help="write here (atomically) instead of stdout")
+    p.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="class names, one a line, in the order of the model's outputs (default: the "
+        "checkpoint's 'classes', ImageNet's for 1000 classes, else class indices)",
+    )
     _sharding(p)
-    p.set_defaults(func=_classify)
+    p.set_defaults(func=_classify, late="paths")
 
     p = sub.add_parser("embed", help="pooled features (2048-d, 512-d for ResNet-18)")
     _common(p)
@@ -49,12 +62,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--format",
         choices=("npy", "jsonl"),
         help="npy: FILE.npy matrix (row i = input i, NaN rows for failed inputs) + FILE.jsonl "
-        "index; jsonl: one line per input with its embedding (default: npy when --output "
-        "ends in .npy, else jsonl)",
+        "index; jsonl: one line per input with its embedding (default: from --output's "
+        "extension, .npy or .jsonl, else jsonl)",
     )
     p.add_argument("--output", "-o", help="write here (atomically) instead of stdout")
     _sharding(p)
-    p.set_defaults(func=_embed)
+    p.set_defaults(func=_embed, late="paths")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -63,7 +76,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--files-from", metavar="FILE", help="more inputs, one path per line")
     p.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"model name or alias (default {DEFAULT_MODEL})"
+        "--model",
+        help=f"model name or alias (default {DEFAULT_MODEL}; with --checkpoint: the architecture "
+        "its shapes show)",
     )
     p.add_argument("--checkpoint", help="local file or URL of a state dict to use instead")
     p.add_argument(
@@ -73,9 +88,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="use a --checkpoint URL whose name only looks hashed (ckpt-epoch-10.pth: the part "
         "after the last '-' is not the start of its sha256); only for a source you trust",
     )
-    p.add_argument("--batch-size", type=_positive, default=32, help="images per forward (32)")
+    p.add_argument(
+        "--batch-size",
+        type=_positive,
+        help="images per forward (default: 32 on a CPU; on a GPU by model size, 256 for ResNet-50)",
+    )
     p.add_argument("--workers", type=_natural, help="decoding processes (default: auto)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
+    p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda:N, mps")
     p.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "float16"),
@@ -89,6 +108,19 @@ def _common(p: argparse.ArgumentParser) -> None:
         default="torch",
         help="what runs the model: torch (default) or onnxruntime (CPUs: faster; needs "
         "wsl-images[onnxruntime]; its graph is exported once and kept in the cache)",
+    )
+    p.add_argument(
+        "--num-classes",
+        type=_positive,
+        metavar="N",
+        help="outputs of --checkpoint's fc (default: read from it; a fine-tuned head)",
+    )
+    p.add_argument(
+        "--decode",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="where JPEGs are decoded: auto (on CUDA, the GPU decodes a share beside the CPU "
+        "workers), cpu (Pillow in the workers), gpu (nvJPEG; needs CUDA) (default auto)",
     )
 
 
@@ -123,6 +155,12 @@ def _check_args(args: argparse.Namespace) -> None:
                 msg = f"{flag} applies to --output-dir DIR only: add --output-dir or drop {flag}."
                 raise InvalidInputError(msg)
         check_output(args.output)
+        if args.command == "embed" and _embed_format(args) == "npy":
+            index = _index_file(args.output)
+            if Path(index).is_dir():
+                msg = f"--output {args.output!r}: its index {index!r} would replace a folder."
+                raise InvalidInputError(msg + " Name the output otherwise.")
+        _read_labels(args)
         return
     if args.output is not None:
         msg = "--output and --output-dir exclude each other: choose one file or one folder."
@@ -130,6 +168,33 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.format not in (None, "jsonl"):
         msg = f"--format {args.format}: --output-dir always writes jsonl shards; drop --format."
         raise InvalidInputError(msg)
+    _read_labels(args)
+
+
+def _read_labels(args: argparse.Namespace) -> None:
+    """--labels FILE read into ``args.label_names`` (one label a line; blank lines skipped)."""
+    path = getattr(args, "labels", None)
+    args.label_names = None
+    if path is None:
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            args.label_names = [line.strip() for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"--labels {path!r} cannot be read ({exc}): give a text file, one label a line."
+        raise InvalidInputError(msg) from exc
+    if not args.label_names:
+        msg = f"--labels {path!r} holds no labels: give one label a line."
+        raise InvalidInputError(msg)
+
+
+def _embed_format(args: argparse.Namespace) -> str:
+    return args.format or format_from(args.output, _EMBED_SUFFIXES, None) or "jsonl"
+
+
+def _index_file(output: str) -> str:
+    """The jsonl index written beside an embed --output FILE.npy."""
+    return str(Path(output).with_suffix(".jsonl"))
 
 
 def _items(args: argparse.Namespace) -> Iterator[str]:
@@ -165,17 +230,18 @@ def _natural(text: str) -> int:
     return value
 
 
-def _inputs(args: argparse.Namespace) -> tuple[list[Entry], str | None]:
-    """The inputs in order, or the usage error that stops the run."""
-    from ..inference import iter_inputs
+def _inputs(args: argparse.Namespace, *, lazy: bool = False) -> tuple[Sequence[Entry], str | None]:
+    """The inputs in order (``lazy``: listed as far as they are asked for), or the usage error
+    that stops the run."""
+    from ..inference import Growing, iter_inputs
 
-    entries = list(iter_inputs(_items(args)))
-    if not entries:
+    entries = Growing(iter_inputs(_items(args)))
+    if not entries.has(0):
         where = " ".join(map(repr, args.paths)) or "stdin"
         if args.files_from is not None:
             where += f" and --files-from {args.files_from!r}"
         return [], f"No images found in {where}: give image files, folders or - (paths on stdin)."
-    return entries, None
+    return (entries if lazy else list(entries)), None
 
 
 def _run(args: argparse.Namespace, body: Body) -> int:
@@ -184,15 +250,18 @@ def _run(args: argparse.Namespace, body: Body) -> int:
     if args.output_dir is not None:
         return _run_sharded(args)
     from ..distributed import init_from_env, shutdown
-    from ..inference import entry_path
+    from ..inference import Mapped, entry_path
 
     ctx = init_from_env(args.device)
     try:
         # Rank 0 alone reads stdin and walks folders; a usage error there stops every rank.
-        entries, error = ctx.broadcast(_inputs(args) if ctx.is_main else ([], None))
+        # One process lists the inputs as the run goes (the first batch need not wait for all).
+        entries, error = _inputs(args, lazy=True) if not ctx.active else ([], None)
+        if ctx.active:
+            entries, error = ctx.broadcast(_inputs(args) if ctx.is_main else ([], None))
         if error is not None:
             raise InvalidInputError(error)
-        paths = [entry_path(e) for e in entries]
+        paths = Mapped(entries, entry_path)
         clf = ctx.once_per_node(lambda: _classifier(args, ctx))
         failed = ctx.total(body(ctx, clf, entries, paths))
     finally:
@@ -245,17 +314,22 @@ def _classifier(args: argparse.Namespace, ctx: Context) -> Classifier:
         autocast=args.dtype,
         progress=not args.no_progress,
         engine=args.engine,
+        num_classes=args.num_classes,
+        labels=getattr(args, "label_names", None),
+        decode=args.decode,
     )
 
 
 def _classify(args: argparse.Namespace) -> int:
-    def body(ctx: Context, clf: Classifier, entries: list[Entry], paths: list[str]) -> int:
+    fmt: str = args.format or format_from(args.output, _CLASSIFY_SUFFIXES, "table") or "table"
+
+    def body(ctx: Context, clf: Classifier, entries: Sequence[Entry], paths: Sequence[str]) -> int:
         outcomes = clf.stream_predictions(entries, top_k=args.top_k, context=ctx)
         if not ctx.is_main:
             return _drain(outcomes)
         failed = 0
         with open_output(args.output) as out:
-            writer = ClassifyWriter(out, args.format or "table")
+            writer = ClassifyWriter(out, fmt)
             for o in outcomes:
                 writer.write(paths[o.index], o)
                 failed += o.error is not None
@@ -266,12 +340,13 @@ def _classify(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    fmt = args.format or ("npy" if str(args.output or "").endswith(".npy") else "jsonl")
-    if fmt == "npy" and args.output_dir is None and not str(args.output or "").endswith(".npy"):
+    fmt = _embed_format(args)
+    npy = format_from(args.output, _EMBED_SUFFIXES, None) == "npy"
+    if fmt == "npy" and args.output_dir is None and not npy:
         msg = "--format npy needs --output FILE.npy (the index goes to FILE.jsonl beside it)."
         raise InvalidInputError(msg)
 
-    def body(ctx: Context, clf: Classifier, entries: list[Entry], paths: list[str]) -> int:
+    def body(ctx: Context, clf: Classifier, entries: Sequence[Entry], paths: Sequence[str]) -> int:
         import numpy as np
 
         outcomes = clf.stream_embeddings(entries, context=ctx)
@@ -280,8 +355,7 @@ def _embed(args: argparse.Namespace) -> int:
         with ExitStack() as stack:
             matrix = None
             if fmt == "npy":
-                index = str(Path(args.output).with_suffix(".jsonl"))
-                out = stack.enter_context(open_output(index))
+                out = stack.enter_context(open_output(_index_file(args.output)))
                 tmp = stack.enter_context(atomic_file(args.output))
                 width = clf.weights.arch.num_features
                 matrix = np.lib.format.open_memmap(
@@ -299,7 +373,9 @@ def _embed(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
-def _write_all(outcomes: Iterator[Outcome[Any]], paths: list[str], writer: Any) -> Iterator[int]:
+def _write_all(
+    outcomes: Iterator[Outcome[Any]], paths: Sequence[str], writer: Any
+) -> Iterator[int]:
     for o in outcomes:
         writer.write(paths[o.index], o)
         yield o.error is not None

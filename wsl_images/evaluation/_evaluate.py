@@ -10,6 +10,7 @@ each rank scores its share of the batches; the counts are summed once at the end
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -20,8 +21,16 @@ import torch
 from .._util import progress_bar
 from ..distributed import Context, resolve_device
 from ..errors import ImageDecodeError, InvalidInputError
-from ..inference import Batch, Classifier, make_loader
-from ..zoo import get_weights, robustness
+from ..inference import (
+    Batch,
+    Classifier,
+    DeviceDecoder,
+    batch_size_for,
+    chunk_for,
+    decoder_for,
+    make_loader,
+)
+from ..zoo import geometry, get_weights, robustness
 from ._datasets import EvalSet, imagenet_wnids, sample, scan
 
 __all__ = ["ClassScore", "EvalResult", "Failure", "default_batch_size", "evaluate"]
@@ -70,6 +79,8 @@ class EvalResult:
     dtype: str
     device: str
     engine: str = "torch"  # what ran the forward pass: "torch" or "onnxruntime"
+    decode: str = "cpu"  # who decoded the JPEGs: "cpu" (Pillow), "gpu" (nvJPEG) or "hybrid"
+    device_decoded: int = 0  # images the device decoded (the rest: Pillow, on the CPU)
 
     @property
     def restricted(self) -> bool:
@@ -80,8 +91,9 @@ class EvalResult:
         """Plain JSON-ready data (``--output FILE.json``)."""
         return {**asdict(self), "restricted": self.restricted}
 
-    def summary(self) -> list[str]:
-        """Lines for a person: the numbers, then the reference numbers to compare them with."""
+    def summary(self) -> str:
+        """What ``wsl-images evaluate`` prints: the numbers, then the reference numbers to
+        compare them with, one per line (no trailing newline)."""
         w = get_weights(self.model)
         classes = f"{len(self.classes_used)} classes" + (
             ", logits restricted to them" if self.restricted else ""
@@ -91,6 +103,7 @@ class EvalResult:
             f"top-1 {self.top1:.3f}%  top-5 {self.top5:.3f}%  on {self.count} images",
             f"unreadable: {self.failed}; non-image files skipped: {self.skipped}; "
             f"{self.seconds:.1f} s ({self.dtype}, {self.device}, engine {self.engine})",
+            f"decoding: {self._decoding()}",
             f"reference, ImageNet-1k val: {w.top1:.1f}/{w.top5:.1f} published, "
             f"{w.top1_remeasured:.3f}/{w.top5_remeasured:.3f} re-measured (timm)",
             f"reference, timm: {robustness(w.name).describe()}",
@@ -99,7 +112,16 @@ class EvalResult:
             lines.insert(2, f"sample: at most {self.limit} images, spread across classes")
         if self.checkpoint is not None:
             lines.insert(1, f"checkpoint: {self.checkpoint} (references: the released file)")
-        return lines
+        return "\n".join(lines)
+
+    def _decoding(self) -> str:
+        if self.decode == "cpu":
+            return "Pillow, full decode, in the CPU workers"
+        total = self.count + self.failed
+        return (
+            f"{self.decode}: nvJPEG on {self.device} for {self.device_decoded} of {total} "
+            "images, Pillow (full decode) for the rest"
+        )
 
 
 def evaluate(
@@ -117,6 +139,7 @@ def evaluate(
     progress: bool = True,
     context: Context | None = None,
     engine: str = "torch",
+    decode: str = "cpu",
 ) -> EvalResult:
     """Top-1/top-5 of model ``name`` on the labelled folder ``data``.
 
@@ -131,13 +154,18 @@ def evaluate(
     ``ImageDecodeError`` if no image could be read.
     ``mmap``: map a local ``checkpoint_path`` file instead of reading it (see ``get_model``).
     ``engine``: "torch" (default) or "onnxruntime" (CPUs: faster; see :class:`Classifier`).
+    ``decode``: "cpu" (default: Pillow decodes every image in full, as published evaluations
+    do), "auto" (on CUDA the GPU decodes a share of the JPEGs beside the CPU workers) or "gpu"
+    (nvJPEG for every JPEG it can take; CUDA only); the result says which decoded what.
     """
     start = time.perf_counter()
-    get_weights(name)  # an unknown name fails before a long folder scan
+    weights = get_weights(name)  # an unknown name fails before a long folder scan
     ctx = context or Context()
-    evalset = _scan(ctx, data, limit)
     where = ctx.device(None if device is None else str(device)) if ctx.active else device
     where = resolve_device(where)
+    # So does decode="gpu" without CUDA (a usage error).
+    decoder = decoder_for(decode, where, geometry(weights.preprocessing), draft=False)
+    evalset = _scan(ctx, data, limit)
     clf = ctx.once_per_node(
         lambda: Classifier(
             name,
@@ -145,26 +173,48 @@ def evaluate(
             check_hash=check_hash,
             mmap=mmap,
             device=where,
-            batch_size=batch_size or default_batch_size(where),
+            batch_size=batch_size or default_batch_size(where, weights.name),
             workers=workers,
             autocast=dtype,
             progress=progress,
             engine=engine,
+            decode="cpu",  # the decoder above, which decodes in full
         )
     )
-    tally = _run(clf, evalset, ctx, progress)
+    _check_head(clf, checkpoint_path)
+    tally = _run(clf, evalset, ctx, progress, decoder)
     totals, failures = _reduce(ctx, tally)
-    return _result(clf, evalset, totals, failures, start, limit, checkpoint_path)
+    decoded = ctx.total(0 if decoder is None else decoder.stats.device)  # every rank calls it
+    result = _result(clf, evalset, totals, failures, start, limit, checkpoint_path)
+    if decoder is None:
+        return result
+    return dataclasses.replace(result, decode=decoder.mode, device_decoded=decoded)
 
 
-def default_batch_size(device: torch.device) -> int:
-    """8 images per forward on a CPU, 64 on a GPU.
+def _check_head(clf: Classifier, checkpoint: str | os.PathLike[str] | None) -> None:
+    """ImageNet accuracy needs ImageNet's 1000-class head (a fine-tuned one has other classes)."""
+    if clf.head and clf.num_classes == len(imagenet_wnids()):
+        return
+    what = f"an fc of {clf.num_classes} outputs" if clf.head else "no fc (a backbone)"
+    msg = (
+        f"Checkpoint {os.fspath(checkpoint or clf.name)!r} has {what}: evaluate measures "
+        f"accuracy over the {len(imagenet_wnids())} ImageNet classes and needs a checkpoint "
+        "with ImageNet's head (use classify to run a fine-tuned one)."
+    )
+    raise InvalidInputError(msg)
+
+
+def default_batch_size(device: torch.device, name: str | None = None) -> int:
+    """8 images per forward on a CPU; on a GPU, classify's default for model ``name`` (256 for
+    ResNet-50, fewer for bigger models; 64 when no model is named).
 
     On a CPU a ResNet-50 batch of 8 keeps its largest activations (26 MB) in the processor's
     cache; a batch of 32 (103 MB) spills to memory and ran at 0.7x the images/s on the
     development machine (benchmarks/evaluate.py). A GPU needs big batches to be kept busy.
     """
-    return 8 if device.type == "cpu" else 64
+    if device.type == "cpu":
+        return 8
+    return 64 if name is None else batch_size_for(device, get_weights(name).meta["gflops"])
 
 
 def _scan(ctx: Context, data: str | os.PathLike[str], limit: int | None) -> EvalSet:
@@ -204,7 +254,9 @@ class _Tally:
         return 100 * top1 / seen if seen else 0.0
 
 
-def _run(clf: Classifier, evalset: EvalSet, ctx: Context, progress: bool) -> _Tally:
+def _run(
+    clf: Classifier, evalset: EvalSet, ctx: Context, progress: bool, decoder: DeviceDecoder | None
+) -> _Tally:
     """Score this rank's batches (global batch b goes to rank b mod world size)."""
     n, size = len(evalset.files), clf.batch_size
     order = [i for b in ctx.batches(-(-n // size)) for i in range(b * size, min(n, (b + 1) * size))]
@@ -216,6 +268,8 @@ def _run(clf: Classifier, evalset: EvalSet, ctx: Context, progress: bool) -> _Ta
         workers=min(clf.workers, len(order)),
         pin_memory=clf.device.type == "cuda",
         draft=False,  # published numbers decode JPEGs in full
+        decoder=decoder,
+        chunk=chunk_for(clf.device, size),
     )
     tally = _Tally(list(evalset.classes))
     labels = torch.tensor(evalset.labels)

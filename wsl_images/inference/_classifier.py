@@ -10,9 +10,10 @@ runs in torch.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -21,21 +22,25 @@ import torch
 from .._util import progress_bar
 from ..distributed import Context, resolve_device
 from ..errors import ImageDecodeError, InvalidInputError
-from ..models import checkpoint_file, get_model
-from ..zoo import DEFAULT_MODEL, geometry, get_weights, normalization
+from ..models import checkpoint_file, load_trained
+from ..zoo import autocast_dtype, geometry, imagenet_categories, normalization
+from ._arguments import Images, as_batch, labels_for
+from ._devdecode import check_decode, decoder_for
 from ._engines import Engine, TorchEngine, check_engine
-from ._pipeline import ImageInput, default_workers, make_batch_loader
+from ._growing import Growing
+from ._pipeline import ImageInput, batch_size_for, chunk_for, default_workers, make_batch_loader
 
 __all__ = ["Classifier", "Outcome", "Prediction"]
 
 _DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """Top-k ImageNet classes of one image, most probable first."""
+    """Top-k classes of one image, most probable first (ImageNet's, or the model's own)."""
 
     labels: list[str]
     indices: list[int]
@@ -66,14 +71,28 @@ class Classifier:
     (``ckpt-epoch-10.pth``) and whose source you trust.
     ``mmap``: map a local ``checkpoint_path`` file instead of reading it (see ``get_model``:
     then saving that file again in place changes the weights this classifier uses).
-    ``device``: None/"auto" (CUDA when present), "cpu", "cuda:1"... ``batch_size``: images per
-    forward. ``workers``: DataLoader processes that decode (None: 1 per 4 cores for a CPU model,
-    up to 8 for a GPU; 0: decode in this process). ``autocast``: "bfloat16"/"float16" run the
-    forward under ``torch.autocast`` (mixed precision, for GPUs; the weights stay float32).
+    ``device``: None/"auto" (CUDA, else MPS, else CPU), "cpu", "cuda:1", "mps"...
+    ``batch_size``: images per forward (None: 32 on a CPU; on a GPU by the model's GFLOPs, 256
+    for ResNet-50). ``workers``: DataLoader processes that decode (None: 1 per 4 cores for a CPU
+    model, every core but one for a GPU; 0: decode in this process). ``autocast``:
+    "bfloat16"/"float16" run the forward under ``torch.autocast`` (mixed precision, for GPUs;
+    the weights stay float32; bfloat16 is float16 where the device lacks it).
     ``progress``: download and tqdm bars (on a TTY only). ``cache_dir``: where downloaded
     weights are kept (default: the cache's, see the README). ``name`` may be an alias
     (``ig_resnext101_32x8d``, timm's names); ``.name`` is then the model it names.
-    ``dtype=`` is the deprecated spelling of ``autocast=``.
+    ``dtype=`` is the deprecated spelling of ``autocast=``. ``decode``: where JPEG files are
+    decoded: "auto" (on CUDA, the GPU decodes a share beside the CPU workers; elsewhere the
+    CPU), "cpu" (the workers, with Pillow), "gpu" (every JPEG the GPU can take; CUDA only).
+
+    ``name`` None: the default model, or with ``checkpoint_path`` the architecture its shapes
+    show (logged at INFO). ``num_classes``: outputs of the checkpoint's ``fc`` (None: read from
+    it; a fine-tuned head of any size works, and ``embed`` ignores the head; a checkpoint
+    without ``fc`` can only ``embed``). ``labels``: one name per class; by default the
+    checkpoint's ``classes`` entry (as ``examples/finetune.py`` saves it), else ImageNet's names
+    for 1000 classes, else the class indices ("0", "1", ...). ``.categories`` holds them.
+
+    Methods take a list of images or one image alone (a path, PIL image or CHW tensor: a batch
+    of one, e.g. ``predict("cat.jpg")`` returns a list of one result).
     ``engine``: what runs the forward pass: "torch" (default), or "onnxruntime" (CPU batch
     jobs: ~1.8x on CPUs; float32; the extra ``wsl-images[onnxruntime]``): its ONNX graph is
     exported once per checkpoint, checked, and kept in the cache (docs/inference.md).
@@ -84,30 +103,31 @@ class Classifier:
 
     def __init__(
         self,
-        name: str = DEFAULT_MODEL,
+        name: str | None = None,
         *,
         checkpoint_path: str | os.PathLike[str] | None = None,
         check_hash: bool = True,
         mmap: bool = False,
         device: str | torch.device | None = None,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         workers: int | None = None,
         autocast: str | torch.dtype | None = None,
         progress: bool = True,
         cache_dir: str | os.PathLike[str] | None = None,
         dtype: str | torch.dtype | None = None,
+        num_classes: int | None = None,
+        labels: Sequence[str] | None = None,
+        decode: str = "auto",
         engine: str = "torch",
     ) -> None:
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             msg = f"batch_size must be at least 1, got {batch_size!r}."
             raise InvalidInputError(msg)
         if workers is not None and workers < 0:
             msg = f"workers must be 0 (decode in this process) or more, got {workers!r}."
             raise InvalidInputError(msg)
-        self.weights = get_weights(name)
-        self.name = self.weights.name
         self.device = resolve_device(device)
-        self.batch_size = batch_size
+        check_decode(decode, self.device)  # before the model loads: a usage error, at once
         self.workers = default_workers(self.device) if workers is None else workers
         if dtype is not None:
             warnings.warn(
@@ -117,20 +137,45 @@ class Classifier:
                 stacklevel=2,
             )
             autocast = dtype if autocast is None else autocast
-        self.autocast_dtype = _dtype(autocast)
+        self.autocast_dtype = autocast_dtype(_dtype(autocast), self.device)
         self.engine = check_engine(engine, self.device, self.autocast_dtype)  # before the load
         self.progress = progress
-        self.categories: list[str] = self.weights.meta["categories"]
-        self.geometry = geometry(self.weights.preprocessing)
-        self.normalize = normalization(self.weights.preprocessing)
-        model = get_model(
-            self.name,
+        self._load(name, checkpoint_path, check_hash, mmap, cache_dir, num_classes, labels)
+        # The model (inferred from a checkpoint, maybe) decides what fills a GPU's batch.
+        self.batch_size = batch_size or batch_size_for(self.device, self.weights.meta["gflops"])
+        self.decoder = decoder_for(decode, self.device, self.geometry)
+        self.decode = "cpu" if self.decoder is None else self.decoder.mode
+
+    def _load(
+        self,
+        name: str | None,
+        checkpoint_path: str | os.PathLike[str] | None,
+        check_hash: bool,
+        mmap: bool,
+        cache_dir: str | os.PathLike[str] | None,
+        num_classes: int | None,
+        labels: Sequence[str] | None,
+    ) -> None:
+        loaded = load_trained(
+            name,
             checkpoint_path=checkpoint_path,
+            num_classes=num_classes,
             check_hash=check_hash,
             mmap=mmap,
-            progress=progress,
+            progress=self.progress,
             cache_dir=cache_dir,
-        ).eval()
+        )
+        self.weights = loaded.weights  # the architecture and preprocessing used
+        self.name = self.weights.name
+        self.num_classes, self.head = loaded.num_classes, loaded.head
+        self.categories, origin = labels_for(
+            loaded.num_classes, given=labels, saved=loaded.classes, imagenet=imagenet_categories()
+        )
+        if origin != "ImageNet's classes":
+            log.info("%s: %d classes, labelled with %s", self.name, self.num_classes, origin)
+        self.geometry = geometry(self.weights.preprocessing)
+        self.normalize = normalization(self.weights.preprocessing)
+        model = loaded.model.eval()
         runner: Engine | None = None
         if self.engine == "onnxruntime":  # its graph is made from the model on the CPU
             from ._graph import onnxruntime_engine
@@ -138,7 +183,7 @@ class Classifier:
             source = checkpoint_file(
                 self.name,
                 checkpoint_path,
-                progress=progress,
+                progress=self.progress,
                 check_hash=check_hash,
                 cache_dir=cache_dir,
             )
@@ -146,23 +191,27 @@ class Classifier:
         self.model = model.to(self.device, memory_format=torch.channels_last)
         self._engine = runner or TorchEngine(self.model, self.device, self.autocast_dtype)
 
-    def predict(self, images: Sequence[ImageInput], top_k: int = 5) -> list[Prediction]:
-        """Top-``top_k`` labels, class indices and probabilities for each image, in order.
+    def predict(self, images: Images, top_k: int = 5) -> list[Prediction]:
+        """Top-``top_k`` labels, class indices and probabilities for each image, in order
+        (``top_k`` above the number of classes gives them all). One image alone: a list of one.
 
         Raises ``ImageDecodeError`` naming every input that could not be read; use
         :meth:`stream_predictions` to get the other results as well.
         """
-        return _collect(self.stream_predictions(images, top_k=top_k), images)
+        batch = as_batch(images)
+        return _collect(self.stream_predictions(batch, top_k=top_k), batch, "stream_predictions")
 
-    def embed(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """Pooled features (the input of ``fc``, float32), one row per image."""
-        rows = _collect(self.stream_embeddings(images), images)
+    def embed(self, images: Images) -> torch.Tensor:
+        """Pooled features (the input of ``fc``, float32), one row per image (one image alone:
+        one row). Raises ``ImageDecodeError`` as :meth:`predict`."""
+        batch = as_batch(images)
+        rows = _collect(self.stream_embeddings(batch), batch, "stream_embeddings")
         width = self.weights.arch.num_features
         return torch.stack(rows) if rows else torch.empty(0, width)
 
     def stream_predictions(
         self,
-        images: Sequence[ImageInput],
+        images: Images,
         *,
         top_k: int = 5,
         context: Context | None = None,
@@ -174,15 +223,21 @@ class Classifier:
         every outcome. ``batches``: process only these positions of ``images``, cut into these
         batches (at most ``batch_size`` each), in this process, and yield their outcomes in
         that order; no merge across ranks (``context`` only says who shows progress)."""
-        if not 1 <= top_k <= len(self.categories):
-            msg = f"top_k must be between 1 and {len(self.categories)}, got {top_k!r}."
+        if top_k < 1:
+            msg = f"top_k must be at least 1, got {top_k!r}."
             raise InvalidInputError(msg)
-        head = self._classify_head(top_k)
-        return self._stream(images, head, context or Context(), batches)
+        if not self.head:
+            msg = (
+                f"This {self.name} checkpoint has no fc (a backbone saved without its head): it "
+                "can embed images, not classify them. Load a checkpoint that includes fc."
+            )
+            raise InvalidInputError(msg)
+        head = self._classify_head(min(top_k, len(self.categories)))
+        return self._stream(as_batch(images), head, context or Context(), batches)
 
     def stream_embeddings(
         self,
-        images: Sequence[ImageInput],
+        images: Images,
         *,
         context: Context | None = None,
         batches: Sequence[Sequence[int]] | None = None,
@@ -191,7 +246,7 @@ class Classifier:
         otherwise as :meth:`stream_predictions`."""
         # Clones: a row view would drag its whole batch along when pickled (gather_object).
         return self._stream(
-            images,
+            as_batch(images),
             lambda feats: [row.clone() for row in feats.float().cpu()],
             context or Context(),
             batches,
@@ -199,7 +254,7 @@ class Classifier:
 
     def stream(
         self,
-        images: Sequence[ImageInput],
+        images: Images,
         *,
         top_k: int | None = 5,
         context: Context | None = None,
@@ -230,6 +285,8 @@ class Classifier:
                     raise InvalidInputError(msg)
                 total += len(batch)
             merged = self._run(images, batches, head)
+        elif isinstance(images, Growing) and not ctx.active:
+            merged, total = self._run(images, _ranges(images, self.batch_size), head), None
         else:
             count = -(-len(images) // self.batch_size)
             size, n = self.batch_size, len(images)
@@ -254,15 +311,18 @@ class Classifier:
     def _run(
         self,
         images: Sequence[ImageInput],
-        batches: Sequence[Sequence[int]],
+        batches: Iterable[Sequence[int]],
         head: Callable[[torch.Tensor], list[R]],
     ) -> Iterator[list[Outcome[R]]]:
+        chunk = chunk_for(self.device, self.batch_size)
         loader = make_batch_loader(
             images,
             batches,
             self.geometry,
-            workers=min(self.workers, len(batches)),
+            workers=_needed(self.workers, images, batches, chunk or self.batch_size),
             pin_memory=self.device.type == "cuda",
+            decoder=self.decoder,
+            chunk=chunk,
         )
         for batch in loader:
             values = iter(self._forward(batch.images, head) if batch.images is not None else [])
@@ -285,14 +345,36 @@ class Classifier:
         return self._engine.features(self.normalize(x))
 
 
-def _collect(outcomes: Iterator[Outcome[T]], images: Sequence[ImageInput]) -> list[T]:
+def _ranges(images: Growing[ImageInput], size: int) -> Iterator[range]:
+    """Consecutive batches of ``size`` over inputs still being listed."""
+    start = 0
+    while images.has(start):
+        images.has(start + size - 1)
+        yield range(start, min(start + size, images.known))
+        start += size
+
+
+def _needed(
+    workers: int, images: Sequence[ImageInput], batches: Iterable[Sequence[int]], chunk: int
+) -> int:
+    """No more workers than there are chunks to decode (a few images need no 15 processes)."""
+    if isinstance(images, Growing) and not isinstance(batches, Sequence):
+        images.has(workers * chunk - 1)  # lists that far at most
+        return min(workers, -(-images.known // chunk))
+    if isinstance(batches, Sequence):
+        return min(workers, sum(-(-len(b) // chunk) for b in batches[: workers + 1]))
+    return workers
+
+
+def _collect(outcomes: Iterator[Outcome[T]], images: Sequence[ImageInput], stream: str) -> list[T]:
     done = list(outcomes)
     failed = [o for o in done if o.value is None]
     if failed:
         lines = "; ".join(f"{_describe(images[o.index], o.index)}: {o.error}" for o in failed[:5])
         msg = (
             f"{len(failed)} of {len(done)} images could not be used ({lines}). "
-            "Fix or drop them, or use Classifier.stream() to get the other results."
+            f"Fix or drop them, or use Classifier.{stream}() to get the other results "
+            "(one outcome per image, with its error or its value)."
         )
         raise ImageDecodeError(msg)
     return [o.value for o in done if o.value is not None]

@@ -2,20 +2,23 @@
 
 An entry is a file path (``str``) or a :class:`._tars.TarMember`. The order: as given;
 a folder walked recursively in sorted path order (image files and ``.tar`` shards); a ``.tar``
-expanded to its image members in archive order. Entries are produced one at a time, so a list
-of millions never has to be held to be written out. Each entry has a one-line JSON form: the
-listing a sharded run keeps in its folder.
+expanded to its image members in archive order; a member's own path (``ARCHIVE.tar/MEMBER``, as
+the output names it) is that member, so failed inputs can be given again. Entries are produced
+one at a time, so a list of millions never has to be held to be written out. Each entry has a
+one-line JSON form: the listing a sharded run keeps in its folder.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO, Union
 
 from ._images import image_extensions, walk_files
-from ._tars import TarMember, is_tar, iter_members
+from ._tars import TarMember, is_tar, iter_members, split_member_path
 
 __all__ = ["Entry", "decode", "encode", "entry_path", "iter_inputs", "read_lines"]
 
@@ -23,15 +26,53 @@ Entry = Union[str, TarMember]  # noqa: UP007 - a runtime alias, Python 3.10
 
 
 def iter_inputs(items: Iterable[str]) -> Iterator[Entry]:
-    """Entries of ``items`` (files, folders, ``.tar`` shards) in input order."""
+    """Entries of ``items`` (files, folders, ``.tar`` shards, tar members) in input order."""
     suffixes = image_extensions() | {".tar"}
+    members = _Members()
     for item in items:
         path = Path(item)
-        if path.is_dir():
+        kind = _kind(path)
+        if kind == "folder":
             for found in walk_files(path, suffixes):
                 yield from _expand(str(found))
+        elif kind == "missing" and (split := split_member_path(item)) is not None:
+            yield members.find(str(Path(split[0])), split[1])
         else:
             yield from _expand(str(path))
+
+
+def _kind(path: Path) -> str:
+    """folder, missing or other, from one stat (a missing path may name a tar member)."""
+    try:
+        return "folder" if stat.S_ISDIR(os.stat(path).st_mode) else "other"
+    except (FileNotFoundError, NotADirectoryError):  # ARCHIVE.tar/MEMBER: not a directory
+        return "missing"
+    except (OSError, ValueError):  # unreadable: an error when the file is read
+        return "other"
+
+
+class _Members:
+    """The image members of the archive last asked about, by name: members' paths come grouped
+    by archive (as a run lists them), so an archive's headers are read once per group."""
+
+    def __init__(self) -> None:
+        self.archive: str | None = None
+        self.by_name: dict[str, TarMember] = {}
+        self.damage: str | None = None
+
+    def find(self, archive: str, name: str) -> TarMember:
+        if archive != self.archive:
+            self.archive, self.by_name, self.damage = archive, {}, None
+            for member in iter_members(archive):
+                if member.error is not None:
+                    self.damage = member.error
+                else:
+                    self.by_name.setdefault(member.name, member)
+        found = self.by_name.get(name)
+        if found is not None:
+            return found
+        why = f"no image member {name!r} in tar archive {archive!r}"
+        return TarMember(archive, name, error=why + (f" ({self.damage})" if self.damage else ""))
 
 
 def _expand(path: str) -> Iterator[Entry]:

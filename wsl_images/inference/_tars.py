@@ -5,6 +5,12 @@ becomes a :class:`TarMember` that knows where its bytes lie, so a DataLoader wor
 exactly those bytes (one seek, one read) and decodes them like a file. Other members (``.json``,
 ``.txt``, ``.cls`` sidecars) are not inputs.
 
+A member's path in the output is ``ARCHIVE.tar/MEMBER`` on every platform: the archive's path
+as the inputs list it (pathlib's form: backslashes on Windows), one "/", and the member's name as
+the archive stores it (tar names always use "/"). :func:`split_member_path` reads such a path
+back: the archive is the first prefix ending in ``.tar`` that is a file, so a path from the
+results can be given as an input again.
+
 A damaged archive does not stop a run: the image members before the damage are inputs, and one
 more entry, whose path is the archive itself, carries the error. Damage is a member whose data
 runs past the end of the file, a header that cannot be read, or a missing end-of-archive block
@@ -16,12 +22,12 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..errors import ImageDecodeError
 
-__all__ = ["IMAGE_SUFFIXES", "TarMember", "is_tar", "iter_members"]
+__all__ = ["IMAGE_SUFFIXES", "TarMember", "is_tar", "iter_members", "split_member_path"]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 _BLOCK = tarfile.BLOCKSIZE
@@ -85,6 +91,28 @@ def iter_members(archive: str) -> Iterator[TarMember]:
     except (tarfile.TarError, OSError, EOFError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         yield _damaged(archive, found, reason or type(exc).__name__)
+
+
+def split_member_path(
+    path: str, *, is_file: Callable[[str], bool] = os.path.isfile, windows: bool = os.name == "nt"
+) -> tuple[str, str] | None:
+    """``(ARCHIVE, MEMBER)`` of a path :attr:`TarMember.path` made, or None if it names none.
+
+    The archive is the first prefix ending in ``.tar`` (any case) that is a file and is followed
+    by "/": a prefix is a file or a folder, never both, so the split is unambiguous. On Windows
+    (``windows``) a backslash after the archive is taken for "/" too, as Windows users type
+    paths, and the member's backslashes become the "/" of tar names.
+    """
+    separators = "/\\" if windows else "/"
+    lower = path.lower()
+    start = 0
+    while (found := lower.find(".tar", start)) != -1:
+        end = found + 4
+        start = found + 1
+        if end + 1 < len(path) and path[end] in separators and is_file(path[:end]):
+            member = path[end + 1 :]
+            return path[:end], member.replace("\\", "/") if windows else member
+    return None
 
 
 def _headers(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from .._util import lazy_names
 from ._docs import KEYWORDS, Keyword, docstring, info_lines, markdown_table, update_readme
+from ._fit import architecture_of, describe_shapes, models_for
 from ._registry import (
     DEFAULT_MODEL,
     LICENSE,
@@ -24,6 +25,7 @@ from ._registry import (
     list_models,
     released_files,
     robustness,
+    suggest_names,
 )
 from ._transforms import (
     IMAGENET_MEAN,
@@ -36,7 +38,7 @@ from ._transforms import (
 
 if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
     from ._channels import RGB, adapt_input_conv, check_in_chans, input_conv
-    from ._devices import available_devices, resolve_device
+    from ._devices import autocast_dtype, available_devices, resolve_device
     from ._features import (
         DEFAULT_OUT_INDICES,
         FeatureExtractor,
@@ -64,8 +66,11 @@ __all__ = [
     "Preprocessing",
     "Weights",
     "adapt_input_conv",
+    "architecture_of",
+    "autocast_dtype",
     "available_devices",
     "check_in_chans",
+    "describe_shapes",
     "docstring",
     "eval_transforms",
     "geometry",
@@ -76,11 +81,13 @@ __all__ = [
     "list_models",
     "markdown_table",
     "meta_skeleton",
+    "models_for",
     "normalization",
     "normalize_indices",
     "released_files",
     "resolve_device",
     "robustness",
+    "suggest_names",
     "update_readme",
 ]
 
@@ -91,6 +98,7 @@ __getattr__, __dir__ = lazy_names(
         "adapt_input_conv": "._channels",
         "check_in_chans": "._channels",
         "input_conv": "._channels",
+        "autocast_dtype": "._devices",
         "available_devices": "._devices",
         "resolve_device": "._devices",
         "DEFAULT_OUT_INDICES": "._features",

@@ -71,8 +71,8 @@ KEYWORDS: tuple[Keyword, ...] = (
     ),
     Keyword(
         "device", "str | torch.device | None", "None",
-        "device the weights are put on while loading (None: CPU; 'auto': CUDA when present); "
-        "one this machine lacks is an InvalidInputError naming what it has.",
+        "device the weights are put on while loading (None: CPU; 'auto': CUDA, else MPS, else "
+        "CPU); one this machine lacks is an InvalidInputError naming what it has.",
     ),
 )  # fmt: skip
 

@@ -11,7 +11,6 @@ instantly.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import functools
 import logging
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._util import hash_prefix_of
 from ..errors import UnknownModelError
+from ._names import fold, suggest
 from ._transforms import Preprocessing, eval_transforms
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ __all__ = [
     "list_models",
     "released_files",
     "robustness",
+    "suggest_names",
 ]
 
 log = logging.getLogger(__name__)
@@ -352,10 +353,17 @@ def list_models(pattern: str | None = None) -> list[str]:
     return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
 
 
+def suggest_names(typed: str) -> list[str]:
+    """Up to five model names close to ``typed`` (or whose aliases are), best first."""
+    return suggest(typed, _REGISTRY, _ALIASES)
+
+
 def get_weights(name: str) -> Weights:
     """The registry row of model ``name`` or of an alias (timm's or a legacy name).
 
-    An alias is logged (INFO) with the model it names; unknown names get the closest valid ones.
+    Names are matched case-insensitively (``RESNET50_SWSL`` is ``resnet50_swsl``; no two names
+    differ only in case). An alias, or a name in another case, is logged (INFO) with the model
+    it names; an unknown name gets the closest model names, best first.
     """
     if name in _REGISTRY:
         return _REGISTRY[name]
@@ -366,8 +374,13 @@ def get_weights(name: str) -> Weights:
             name, weights.name, weights.arch.title, weights.regime.upper(),
         )  # fmt: skip
         return weights
-    known = [*_REGISTRY, *_ALIASES]
-    close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
+    folded = {fold(n): n for n in _REGISTRY} | {fold(a): n for a, n in _ALIASES.items()}
+    canonical = folded.get(fold(str(name)))
+    if canonical is not None:
+        weights = _REGISTRY[canonical]
+        log.info("%r is taken as %r (names are not case-sensitive)", name, weights.name)
+        return weights
+    close = suggest_names(str(name))
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     msg = (
         f"Unknown model {name!r}.{hint} "
