@@ -1,17 +1,18 @@
-"""Images/s of ``wsl-images classify`` and ``embed`` per engine, against the seeds' loop and the
-model alone, in one run.
+"""Images/s of ``wsl-images classify`` and ``embed`` per engine, against the reference loop and
+the model alone, in one run.
 
     python benchmarks/classify.py [--images 200] [--rounds 2] [--batch-size 32] [--workers N]
         [--shard-size 64] [--engines torch,onnxruntime]
-        [--methods seed loop,ceiling,classify,embed,sharded] [--resume]
+        [--methods reference,ceiling,classify,embed,sharded] [--resume]
 
 Generates photo-sized JPEGs (500x375, textured so that decoding costs what it costs on photos)
 and a ResNet-50 checkpoint with random weights and measured BatchNorm statistics under
 benchmarks/.work/ (no network), then times, in interleaved rounds with rotating order (this
 machine is noisy: the ratios within each round and their median are shown):
 
-- seed loop: the seeds' example per image: PIL open, torchvision Resize/CenterCrop/ToTensor/
-  Normalize, one image per forward, in the main thread, under torch.no_grad;
+- reference: the classic torch.hub example, one image at a time: PIL open, torchvision
+  Resize/CenterCrop/ToTensor/Normalize, one image per forward, in the main thread, under
+  torch.no_grad;
 - ceiling (per engine): the model alone on ready-made batches, no decoding: torch, channels_last
   under inference_mode; onnxruntime, its session on the kept graph; both then fc, softmax, top-5;
 - classify (per engine): ``wsl-images classify --format jsonl --output FILE --engine E`` end to
@@ -78,8 +79,8 @@ def make_checkpoint() -> Path:
     return checkpoint(WORK)
 
 
-def seed_loop(paths: list[Path], checkpoint: Path) -> float:
-    """The seeds' README example, one image at a time."""
+def reference_loop(paths: list[Path], checkpoint: Path) -> float:
+    """The classic torch.hub README example, one image at a time."""
     from torchvision import transforms
 
     start = time.perf_counter()
@@ -249,7 +250,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="0: classify's default")
     parser.add_argument("--shard-size", type=int, default=64, help="for the sharded run")
     parser.add_argument("--engines", default="torch,onnxruntime")
-    parser.add_argument("--methods", default="seed loop,ceiling,classify,embed,sharded")
+    parser.add_argument("--methods", default="reference,ceiling,classify,embed,sharded")
     parser.add_argument("--resume", action="store_true", help="measure a killed sharded run")
     args = parser.parse_args()
     os.environ.setdefault("WSL_IMAGES_CACHE", str(WORK / "cache"))
@@ -270,8 +271,8 @@ def main() -> None:
     }
     timers: dict[str, Callable[[], float]] = {}
     for name in (n for n in args.methods.split(",") if n):
-        if name == "seed loop":
-            timers[name] = lambda: seed_loop(paths, checkpoint)
+        if name == "reference":
+            timers[name] = lambda: reference_loop(paths, checkpoint)
             continue
         for engine in engines:
             timers[f"{name}/{engine}"] = lambda n=name, e=engine: per_engine[n](e)
@@ -318,7 +319,7 @@ def first_run(engine: str, checkpoint: Path) -> None:
 
 
 def _ratios(rates: dict[str, float], engines: list[str]) -> dict[str, float]:
-    pairs = [("classify/torch", "ceiling/torch"), ("classify/torch", "seed loop")]
+    pairs = [("classify/torch", "ceiling/torch"), ("classify/torch", "reference")]
     pairs += [("sharded/torch", "classify/torch")]
     for engine in engines:
         if engine != "torch":
