@@ -50,7 +50,8 @@ _SHARD = re.compile(r"shard-\d{6,}\.(jsonl|npy)")
 _FORMAT = "wsl-images sharded run 1"
 # Options that runs recorded before the option existed had, in effect (their output is that of
 # this value): a run.json without "engine" was computed by the torch engine.
-_IMPLIED = {"engine": "torch"}
+# What a run.json written before an option was recorded used.
+_IMPLIED: dict[str, object] = {"engine": "torch", "classes": 1000, "labels": "imagenet"}
 # The exact key an error line carries: quotes inside paths and messages are escaped in JSON,
 # so this byte string occurs once per failed input and nowhere else.
 _ERROR_KEY = b'"error": '
