@@ -1,19 +1,28 @@
-"""Images/s of ``wsl-images classify`` against the seeds' loop and the model alone, in one run.
+"""Images/s of ``wsl-images classify`` and ``embed`` per engine, against the reference loop and
+the model alone, in one run.
 
     python benchmarks/classify.py [--images 200] [--rounds 2] [--batch-size 32] [--workers N]
-        [--shard-size 64] [--methods seed,ceiling,classify,sharded] [--resume]
+        [--shard-size 64] [--engines torch,onnxruntime]
+        [--methods reference,ceiling,classify,embed,sharded] [--resume]
 
 Generates photo-sized JPEGs (500x375, textured so that decoding costs what it costs on photos)
-and a ResNet-50 checkpoint with random weights under benchmarks/.work/ (no network), then times,
-in interleaved rounds (this machine is noisy: best and median round of each are shown):
+and a ResNet-50 checkpoint with random weights and measured BatchNorm statistics under
+benchmarks/.work/ (no network), then times, in interleaved rounds with rotating order (this
+machine is noisy: the ratios within each round and their median are shown):
 
-- seed loop: the seeds' example per image: PIL open, torchvision Resize/CenterCrop/ToTensor/
-  Normalize, one image per forward, in the main thread, under torch.no_grad;
-- ceiling: the model alone on ready-made batches (channels_last, inference_mode), no decoding;
-- classify: ``wsl-images classify --format jsonl --output FILE`` end to end, in this process
-  (model load, decoding workers, forward, top-k, writing);
-- sharded: ``wsl-images classify --output-dir DIR --shard-size N``, the same inputs, end to end
-  (plus the input listing, run.json, the checkpoint's sha256 and one file per shard).
+- reference: the classic torch.hub example, one image at a time: PIL open, torchvision
+  Resize/CenterCrop/ToTensor/Normalize, one image per forward, in the main thread, under
+  torch.no_grad;
+- ceiling (per engine): the model alone on ready-made batches, no decoding: torch, channels_last
+  under inference_mode; onnxruntime, its session on the kept graph; both then fc, softmax, top-5;
+- classify (per engine): ``wsl-images classify --format jsonl --output FILE --engine E`` end to
+  end, in this process (model load, graph lookup, decoding workers, forward, top-k, writing);
+- embed (per engine): ``wsl-images embed --output FILE.npy --engine E``, the same way;
+- sharded (per engine): ``wsl-images classify --output-dir DIR --shard-size N``, the same inputs,
+  end to end (plus the input listing, run.json, the checkpoint's sha256 and one file per shard).
+
+The onnxruntime engine's first run exports its graph into the cache: that run is timed apart
+(before the rounds) and reported as the first-run cost; every timed run finds the graph there.
 
 ``--resume`` then measures a killed sharded run: a subprocess is killed with SIGKILL halfway
 through a shard, after half of the shards exist; the rerun's work is timed, and the work lost
@@ -32,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +53,12 @@ sys.path.insert(0, str(REPO))
 
 from generated import MODEL, checkpoint, photo  # noqa: E402
 
+from wsl_images import Classifier  # noqa: E402
 from wsl_images.cli import main as cli_main  # noqa: E402
 from wsl_images.models import get_model  # noqa: E402
 
 WORK = REPO / "benchmarks" / ".work"
-CPU: dict[str, list[float]] = {"classify": [], "sharded": []}  # CPU seconds per image, per run
+CPU: dict[str, list[float]] = {}  # CPU seconds per image, per run, by method/engine
 
 
 def make_images(folder: Path, count: int) -> list[Path]:
@@ -68,8 +79,8 @@ def make_checkpoint() -> Path:
     return checkpoint(WORK)
 
 
-def seed_loop(paths: list[Path], checkpoint: Path) -> float:
-    """The seeds' README example, one image at a time."""
+def reference_loop(paths: list[Path], checkpoint: Path) -> float:
+    """The classic torch.hub README example, one image at a time."""
     from torchvision import transforms
 
     start = time.perf_counter()
@@ -90,20 +101,29 @@ def seed_loop(paths: list[Path], checkpoint: Path) -> float:
     return len(paths) / (time.perf_counter() - start)
 
 
-def ceiling(count: int, batch_size: int, checkpoint: Path) -> float:
-    """The model alone on ready-made, normalised, channels_last batches."""
-    model = get_model(MODEL, checkpoint_path=checkpoint).eval()
-    model = model.to(memory_format=torch.channels_last)
+def ceiling(count: int, batch_size: int, checkpoint: Path, engine: str = "torch") -> float:
+    """The model alone on ready-made, normalised batches: torch (channels_last) or the
+    onnxruntime engine's session (its graph found in the cache), then fc, softmax, top-5."""
     sizes = [min(batch_size, count - s) for s in range(0, count, batch_size)]
-    batches = [
-        torch.randn(n, 3, 224, 224).contiguous(memory_format=torch.channels_last) for n in sizes
-    ]
+    batches = [torch.randn(n, 3, 224, 224) for n in sizes]
+    if engine == "torch":
+        model = get_model(MODEL, checkpoint_path=checkpoint).eval()
+        model = model.to(memory_format=torch.channels_last)
+        batches = [b.contiguous(memory_format=torch.channels_last) for b in batches]
+        forward = model
+    else:
+        clf = Classifier(MODEL, checkpoint_path=checkpoint, engine=engine, progress=False)
+        run, fc = clf._engine.features, clf.model.fc
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return fc(run(x))
+
     with torch.inference_mode():
-        model(batches[0][:batch_size])  # warm-up (oneDNN primitives for this model's weights)
+        forward(batches[0][:batch_size])  # warm-up (oneDNN primitives, ORT's arena)
     start = time.perf_counter()
     with torch.inference_mode():
         for batch in batches:
-            model(batch).softmax(1).topk(5)
+            forward(batch).softmax(1).topk(5)
     return count / (time.perf_counter() - start)
 
 
@@ -117,30 +137,52 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def classify(folder: Path, count: int, args: argparse.Namespace, checkpoint: Path) -> float:
+def classify(
+    folder: Path, count: int, args: argparse.Namespace, checkpoint: Path, engine: str = "torch"
+) -> float:
+    return _single_file("classify", folder, count, args, checkpoint, engine)
+
+
+def embed(
+    folder: Path, count: int, args: argparse.Namespace, checkpoint: Path, engine: str = "torch"
+) -> float:
+    return _single_file("embed", folder, count, args, checkpoint, engine)
+
+
+def _single_file(
+    command: str,
+    folder: Path,
+    count: int,
+    args: argparse.Namespace,
+    checkpoint: Path,
+    engine: str,
+) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "labels.jsonl"
-        argv = ["classify", str(folder), "--model", MODEL, "--checkpoint", str(checkpoint)]
-        argv += ["--batch-size", str(args.batch_size), "--format", "jsonl", "-o", str(out)]
+        out = Path(tmp) / ("labels.jsonl" if command == "classify" else "features.npy")
+        argv = [command, str(folder), "--model", MODEL, "--checkpoint", str(checkpoint)]
+        argv += ["--batch-size", str(args.batch_size), "-o", str(out), "--engine", engine]
+        argv += ["--format", "jsonl"] if command == "classify" else []
         argv += ["--no-progress"] + (["--workers", str(args.workers)] if args.workers else [])
         start, cpu = time.perf_counter(), _cpu_seconds()
         code = cli_main(argv)
         rate = count / (time.perf_counter() - start)
-        CPU["classify"].append((_cpu_seconds() - cpu) / count)
-        lines = len(out.read_text().splitlines())
+        CPU.setdefault(f"{command}/{engine}", []).append((_cpu_seconds() - cpu) / count)
+        lines = len(out.with_suffix(".jsonl").read_text().splitlines())
     if code != 0 or lines != count:
-        msg = f"classify failed: exit code {code}, {lines} lines for {count} images"
+        msg = f"{command} failed: exit code {code}, {lines} lines for {count} images"
         raise SystemExit(msg)
     return rate
 
 
-def sharded(folder: Path, count: int, args: argparse.Namespace, checkpoint: Path) -> float:
+def sharded(
+    folder: Path, count: int, args: argparse.Namespace, checkpoint: Path, engine: str = "torch"
+) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
         start, cpu = time.perf_counter(), _cpu_seconds()
-        code = cli_main(_sharded_argv(folder, out, args, checkpoint))
+        code = cli_main(_sharded_argv(folder, out, args, checkpoint, engine))
         rate = count / (time.perf_counter() - start)
-        CPU["sharded"].append((_cpu_seconds() - cpu) / count)
+        CPU.setdefault(f"sharded/{engine}", []).append((_cpu_seconds() - cpu) / count)
         lines = sum(len(f.read_text().splitlines()) for f in out.glob("shard-*.jsonl"))
     if code != 0 or lines != count:
         msg = f"sharded classify failed: exit code {code}, {lines} lines for {count} images"
@@ -148,10 +190,12 @@ def sharded(folder: Path, count: int, args: argparse.Namespace, checkpoint: Path
     return rate
 
 
-def _sharded_argv(folder: Path, out: Path, args: argparse.Namespace, checkpoint: Path) -> list[str]:
+def _sharded_argv(
+    folder: Path, out: Path, args: argparse.Namespace, checkpoint: Path, engine: str = "torch"
+) -> list[str]:
     argv = ["classify", str(folder), "--model", MODEL, "--checkpoint", str(checkpoint)]
     argv += ["--batch-size", str(args.batch_size), "--output-dir", str(out)]
-    argv += ["--shard-size", str(args.shard_size), "--no-progress"]
+    argv += ["--shard-size", str(args.shard_size), "--no-progress", "--engine", engine]
     return argv + (["--workers", str(args.workers)] if args.workers else [])
 
 
@@ -205,22 +249,34 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=0, help="0: classify's default")
     parser.add_argument("--shard-size", type=int, default=64, help="for the sharded run")
-    parser.add_argument("--methods", default="seed loop,ceiling,classify,sharded")
+    parser.add_argument("--engines", default="torch,onnxruntime")
+    parser.add_argument("--methods", default="reference,ceiling,classify,embed,sharded")
     parser.add_argument("--resume", action="store_true", help="measure a killed sharded run")
     args = parser.parse_args()
     os.environ.setdefault("WSL_IMAGES_CACHE", str(WORK / "cache"))
     folder = WORK / f"jpegs_{args.images}"
     paths = make_images(folder, args.images)
     checkpoint = make_checkpoint()
+    engines = [e for e in args.engines.split(",") if e]
     print(f"{len(paths)} JPEGs 500x375, {MODEL} architecture, {torch.get_num_threads()} threads")
     ceiling(args.batch_size, args.batch_size, checkpoint)  # process warm-up (oneDNN, allocator)
-    timers = {
-        "seed loop": lambda: seed_loop(paths, checkpoint),
-        "ceiling": lambda: ceiling(len(paths), args.batch_size, checkpoint),
-        "classify": lambda: classify(folder, len(paths), args, checkpoint),
-        "sharded": lambda: sharded(folder, len(paths), args, checkpoint),
+    for engine in engines:
+        if engine != "torch":
+            first_run(engine, checkpoint)
+    per_engine = {
+        "ceiling": lambda e: ceiling(len(paths), args.batch_size, checkpoint, e),
+        "classify": lambda e: classify(folder, len(paths), args, checkpoint, e),
+        "embed": lambda e: embed(folder, len(paths), args, checkpoint, e),
+        "sharded": lambda e: sharded(folder, len(paths), args, checkpoint, e),
     }
-    names = [n for n in args.methods.split(",") if n]
+    timers: dict[str, Callable[[], float]] = {}
+    for name in (n for n in args.methods.split(",") if n):
+        if name == "reference":
+            timers[name] = lambda: reference_loop(paths, checkpoint)
+            continue
+        for engine in engines:
+            timers[f"{name}/{engine}"] = lambda n=name, e=engine: per_engine[n](e)
+    names = list(timers)
     runs: dict[str, list[float]] = {name: [] for name in names}
     ratios: dict[str, list[float]] = {}
     for r in range(args.rounds):
@@ -229,7 +285,7 @@ def main() -> None:
         print(f"round {r + 1}: " + ", ".join(f"{k} {v:.2f} img/s" for k, v in rates.items()))
         for k, v in rates.items():
             runs[k].append(v)
-        for pair, ratio in _ratios(rates).items():
+        for pair, ratio in _ratios(rates, engines).items():
             ratios.setdefault(pair, []).append(ratio)
             print(f"  {pair} = {ratio:.2f}x")
     for label, pick in (("best", max), ("median", statistics.median)) if args.rounds else ():
@@ -239,19 +295,37 @@ def main() -> None:
     # comparison, and their median the summary.
     for pair, values in ratios.items():
         print(f"median of the rounds' {pair}: {statistics.median(values):.2f}x")
-    if CPU["classify"] and CPU["sharded"]:
+    if CPU:
         got = {k: statistics.median(v) for k, v in CPU.items()}
-        print(
-            f"CPU seconds per image (median): classify {got['classify']:.3f}, sharded "
-            f"{got['sharded']:.3f}: sharded costs {got['sharded'] / got['classify']:.3f}x"
-        )
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in got.items())
+        print(f"CPU seconds per image (median): {shown}")
     if args.resume:
         resume(folder, len(paths), args, checkpoint)
 
 
-def _ratios(rates: dict[str, float]) -> dict[str, float]:
-    pairs = [("classify", "ceiling"), ("classify", "seed loop"), ("sharded", "classify")]
-    pairs += [("sharded", "ceiling")]
+def first_run(engine: str, checkpoint: Path) -> None:
+    """The engine's first run on this checkpoint: its graph is derived and kept (timed), then
+    found (timed): what the first run costs, and what every later one does."""
+    from wsl_images import clear_cache, scan_cache
+    from wsl_images.cache import content_source, sha256_of
+
+    stand_in = content_source(sha256_of(checkpoint))
+    if any(e.path == stand_in for e in scan_cache()):
+        clear_cache([stand_in.name])  # as where it never ran
+    for label in ("first run (exports the graph)", "later run (finds it)"):
+        start = time.perf_counter()
+        Classifier(MODEL, checkpoint_path=checkpoint, engine=engine, progress=False)
+        print(f"{engine}: Classifier(...) {label}: {time.perf_counter() - start:.1f} s")
+
+
+def _ratios(rates: dict[str, float], engines: list[str]) -> dict[str, float]:
+    pairs = [("classify/torch", "ceiling/torch"), ("classify/torch", "reference")]
+    pairs += [("sharded/torch", "classify/torch")]
+    for engine in engines:
+        if engine != "torch":
+            pairs += [(f"{m}/{engine}", f"{m}/torch") for m in ("ceiling", "classify", "embed")]
+            pairs += [(f"sharded/{engine}", "sharded/torch")]
+            pairs += [(f"classify/{engine}", f"ceiling/{engine}")]
     return {f"{a} / {b}": rates[a] / rates[b] for a, b in pairs if a in rates and b in rates}
 
 

@@ -1,7 +1,9 @@
-"""Images/s of ``wsl_images.evaluate()`` against a per-image reference loop and the model alone.
+"""Images/s of ``wsl_images.evaluate()`` per engine against a per-image reference loop and the
+model alone.
 
     python benchmarks/evaluate.py [--images 200] [--rounds 3] [--batch-size N]
                                   [--device cpu|cuda] [--dtype float32|bfloat16|float16]
+                                  [--engines torch,onnxruntime]
 
 Generates an ImageNet-val-like folder under benchmarks/.work/ (1000 WordNet-id class folders,
 photo-sized 500x375 textured JPEGs in 20 of them) and a ResNet-50 checkpoint with random weights
@@ -10,11 +12,14 @@ ratios within each round and their median are shown):
 
 - reference: the textbook loop, one process, one image at a time: PIL full decode, torchvision
   Resize/CenterCrop/ToTensor/Normalize, forward, top-5 against the label;
-- ceiling: the model alone on ready-made normalised channels_last batches (no decoding), top-5;
-- evaluate: ``wsl_images.evaluate()`` end to end (scan, model load, decoding workers, forward,
-  counting), on the same files.
+- ceiling (per engine): the model alone on ready-made normalised batches (no decoding), top-5:
+  torch on channels_last batches; onnxruntime, its session on the kept graph, then fc;
+- evaluate (per engine): ``wsl_images.evaluate(engine=E)`` end to end (scan, model load, graph
+  lookup, decoding workers, forward, counting), on the same files.
 
-``--dtype bfloat16`` runs all three under the same autocast (for GPUs).
+The onnxruntime engine's graph is exported before the rounds (its first run, timed apart), so
+the rounds time what every later run costs. ``--dtype bfloat16`` runs the torch engine's rows
+under the same autocast (for GPUs; the onnxruntime engine is float32 only, so it is left out).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from generated import MODEL, checkpoint, photo  # noqa: E402
 
-from wsl_images import evaluate  # noqa: E402
+from wsl_images import Classifier, evaluate  # noqa: E402
 from wsl_images.evaluation import (  # noqa: E402
     default_batch_size,
     imagenet_wnids,
@@ -104,12 +109,15 @@ def reference(root: Path, checkpoint: Path, device: torch.device, dtype: str) ->
     return len(evalset.files) / (time.perf_counter() - start)
 
 
-def ceiling(count: int, args: argparse.Namespace, checkpoint: Path) -> float:
-    """The model alone on ready-made, normalised, channels_last batches."""
+def ceiling(count: int, args: argparse.Namespace, checkpoint: Path, engine: str = "torch") -> float:
+    """The model alone on ready-made, normalised batches (torch: channels_last)."""
     device = torch.device(args.device)
+    sizes = [min(args.batch_size, count - s) for s in range(0, count, args.batch_size)]
+    if engine != "torch":
+        clf = Classifier(MODEL, checkpoint_path=checkpoint, device=device, engine=engine)
+        return _ceiling_of(lambda x: clf.model.fc(clf._engine.features(x)), sizes, device)
     model = get_model(MODEL, checkpoint_path=checkpoint).eval()
     model = model.to(device, memory_format=torch.channels_last)
-    sizes = [min(args.batch_size, count - s) for s in range(0, count, args.batch_size)]
     batches = [
         torch.randn(n, 3, 224, 224).contiguous(memory_format=torch.channels_last) for n in sizes
     ]
@@ -124,7 +132,24 @@ def ceiling(count: int, args: argparse.Namespace, checkpoint: Path) -> float:
     return count / (time.perf_counter() - start)
 
 
-def run_evaluate(root: Path, count: int, args: argparse.Namespace, checkpoint: Path) -> float:
+def _ceiling_of(
+    forward: Callable[[torch.Tensor], torch.Tensor], sizes: list[int], device: torch.device
+) -> float:
+    batches = [torch.randn(n, 3, 224, 224) for n in sizes]
+    with torch.inference_mode():
+        forward(batches[0].to(device))  # warm-up (the session's arena)
+    _sync(device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for batch in batches:
+            forward(batch.to(device)).float().topk(5, dim=1)
+    _sync(device)
+    return sum(sizes) / (time.perf_counter() - start)
+
+
+def run_evaluate(
+    root: Path, count: int, args: argparse.Namespace, checkpoint: Path, engine: str = "torch"
+) -> float:
     start = time.perf_counter()
     result = evaluate(
         MODEL,
@@ -133,8 +158,9 @@ def run_evaluate(root: Path, count: int, args: argparse.Namespace, checkpoint: P
         batch_size=args.batch_size,
         workers=args.workers,
         device=args.device,
-        dtype=args.dtype,
+        dtype=args.dtype if engine == "torch" else None,
         progress=False,
+        engine=engine,
     )
     rate = count / (time.perf_counter() - start)
     if result.count != count or result.failed:
@@ -156,39 +182,50 @@ def main() -> None:
     parser.add_argument("--workers", type=int, help="evaluate's decoding workers (default auto)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=list(_DTYPES), default="float32")
+    parser.add_argument("--engines", default="torch,onnxruntime")
     args = parser.parse_args()
     args.batch_size = args.batch_size or default_batch_size(torch.device(args.device))
     os.environ.setdefault("WSL_IMAGES_CACHE", str(WORK / "cache"))
     root, checkpoint = make_evalset(args.images), make_checkpoint()
     device = torch.device(args.device)
+    engines = [e for e in args.engines.split(",") if e]
+    if args.dtype != "float32":
+        engines = [e for e in engines if e == "torch"]
     print(
         f"{args.images} JPEGs 500x375 in 1000 WordNet-id folders, {MODEL} architecture, "
         f"{args.device} {args.dtype}, batch {args.batch_size}, {torch.get_num_threads()} threads"
     )
     ceiling(args.batch_size, args, checkpoint)  # process warm-up (oneDNN, allocator, CUDA)
+    for engine in engines:
+        if engine != "torch":  # its graph is exported on first use: not in the rounds
+            start = time.perf_counter()
+            Classifier(MODEL, checkpoint_path=checkpoint, device=device, engine=engine)
+            print(f"{engine}: first Classifier(...) {time.perf_counter() - start:.1f} s")
     timers: dict[str, Callable[[], float]] = {
-        "reference": lambda: reference(root, checkpoint, device, args.dtype),
-        "ceiling": lambda: ceiling(args.images, args, checkpoint),
-        "evaluate": lambda: run_evaluate(root, args.images, args, checkpoint),
+        "reference": lambda: reference(root, checkpoint, device, args.dtype)
     }
-    ratios: dict[str, list[float]] = {"ceiling": [], "reference": []}
+    for engine in engines:
+        timers[f"ceiling/{engine}"] = lambda e=engine: ceiling(args.images, args, checkpoint, e)
+        timers[f"evaluate/{engine}"] = lambda e=engine: run_evaluate(
+            root, args.images, args, checkpoint, e
+        )
+    pairs = [(f"evaluate/{e}", f"ceiling/{e}") for e in engines]
+    pairs += [(f"evaluate/{e}", "reference") for e in engines]
+    pairs += [
+        (f"{m}/{e}", f"{m}/torch") for e in engines if e != "torch" for m in ("ceiling", "evaluate")
+    ]
+    ratios: dict[str, list[float]] = {f"{a} / {b}": [] for a, b in pairs}
     for r in range(args.rounds):
         names = list(timers)
-        names = names[r % 3 :] + names[: r % 3]  # rotate, so no method always runs first
+        names = names[r % len(names) :] + names[: r % len(names)]  # rotate: none always first
         rates = {name: timers[name]() for name in names}
-        for base in ratios:
-            ratios[base].append(rates["evaluate"] / rates[base])
-        print(
-            f"round {r + 1}: " + ", ".join(f"{k} {v:.2f} img/s" for k, v in rates.items()) + "; "
-            f"evaluate = {ratios['ceiling'][-1]:.2f}x the ceiling, "
-            f"{ratios['reference'][-1]:.2f}x the reference loop"
-        )
+        for a, b in pairs:
+            ratios[f"{a} / {b}"].append(rates[a] / rates[b])
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v:.2f} img/s" for k, v in rates.items()))
+        print("  " + ", ".join(f"{k} = {v[-1]:.2f}x" for k, v in ratios.items()))
     # The machine's load changes from minute to minute: ratios within a round are what counts.
-    print(
-        f"median of {args.rounds} rounds: evaluate = "
-        f"{statistics.median(ratios['ceiling']):.2f}x the ceiling, "
-        f"{statistics.median(ratios['reference']):.2f}x the reference loop"
-    )
+    for pair, values in ratios.items():
+        print(f"median of {args.rounds} rounds: {pair} = {statistics.median(values):.2f}x")
 
 
 if __name__ == "__main__":

@@ -28,10 +28,39 @@ def photo(rng: np.random.Generator) -> Image.Image:
 
 
 def checkpoint(work: Path) -> Path:
-    """A random ``MODEL`` state dict (torchvision's initialisation), made once under ``work``."""
-    path = work / "resnet50_random.pth"
+    """A random ``MODEL`` state dict (torchvision's initialisation) with realistic BatchNorm
+    statistics, made once under ``work``.
+
+    torchvision initialises every BatchNorm's running mean and variance to 0 and 1, which
+    trained models never have; the activations of such a model grow layer after layer. The
+    statistics are measured instead, as training would, on photo-like images: every layer then
+    sees normalised activations of trained magnitudes (as the engines would see them on the
+    released weights), and the class scores are spread as a trained model's are.
+    """
+    path = work / "resnet50_random_bn.pth"
     if not path.exists():
         work.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(0)
-        torch.save(build_model(get_weights(MODEL).arch).state_dict(), path)
+        model = build_model(get_weights(MODEL).arch)
+        _measure_batchnorm(model, np.random.default_rng(1))
+        torch.save(model.state_dict(), path)
     return path
+
+
+def _measure_batchnorm(model: torch.nn.Module, rng: np.random.Generator) -> None:
+    """Running statistics of every BatchNorm over 32 photo-like crops (a cumulative average)."""
+    from wsl_images.zoo import get_weights as weights_of
+
+    preprocess = weights_of(MODEL).transforms()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # the plain average over all batches
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.stack([preprocess(photo(rng)) for _ in range(16)]))
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.1

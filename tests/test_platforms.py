@@ -26,7 +26,7 @@ def test_workers_follow_the_cores_without_sched_getaffinity(
 ) -> None:
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
-    assert (default_workers(CPU), default_workers(CUDA)) == (4, 8)
+    assert (default_workers(CPU), default_workers(CUDA)) == (4, 15)  # a GPU: all cores but one
     monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown: one worker, never zero
     assert (default_workers(CPU), default_workers(CUDA)) == (1, 1)
 

@@ -127,7 +127,13 @@ def test_classify_shards_record_the_run_and_every_error(runs: Path, data: Path) 
         "shards": SHARDS,
     }
     spec = json.loads((folder / "run.json").read_text())
-    assert spec["model"] == "resnet18_ssl" and spec["options"] == {"dtype": "float32", "top_k": 5}
+    assert spec["model"] == "resnet18_ssl" and spec["options"] == {
+        "dtype": "float32",
+        "engine": "torch",
+        "top_k": 5,
+        "classes": 1000,
+        "labels": "imagenet",
+    }
     assert (spec["inputs"], spec["shard_size"], spec["command"]) == (INPUTS, SHARD, "classify")
     assert len(spec["checkpoint_sha256"]) == 64 and len(spec["input_fingerprint"]) == 64
     errors = {Path(r["path"]).name: r["error"] for r in _shard_lines(folder) if "error" in r}
@@ -246,6 +252,7 @@ def other_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["--checkpoint", "OTHER"], "checkpoint sha256"),
         (["--files-from", "EMPTY"], f"input list of {INPUTS} (sha256"),
         (["embed"], "command 'classify' there, 'embed' now"),
+        (["--labels", "LABELS"], "labels 'imagenet' there, 'sha256:"),
     ],
 )
 def test_a_different_run_is_refused_and_changes_nothing(
@@ -261,12 +268,14 @@ def test_a_different_run_is_refused_and_changes_nothing(
     folder = runs / "classify"
     before = _snapshot(folder)
     (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "labels.txt").write_text("".join(f"class {i}\n" for i in range(1000)))
     argv = _args("classify", served[1]["zip"], data, "--output-dir", str(folder))
     argv += ["--shard-size", str(SHARD)]
     if change == ["embed"]:
         argv[0] = "embed"
     else:
         swap = {"OTHER": str(other_checkpoint), "EMPTY": str(tmp_path / "empty.txt")}
+        swap["LABELS"] = str(tmp_path / "labels.txt")
         argv += [swap.get(c, c) for c in change]
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -209,8 +209,9 @@ def cache_files(names: Iterable[str] | None, cache_dir: PathLike | None = None) 
     folder = cache.get_cache_dir(cache_dir)
     files = []
     for name in names:
-        if "/" not in name and "\\" not in name and (folder / name).is_file():
-            files.append(name)
+        plain = "/" not in name and "\\" not in name
+        if plain and ((folder / name).is_file() or cache.derived_paths(folder / name)):
+            files.append(name)  # a cached file, or a local file's stand-in (derived data only)
             continue
         try:
             files.append(get_weights(name).filename)

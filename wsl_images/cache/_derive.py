@@ -7,7 +7,8 @@ fails, or was made from another source, is never used: it is removed and made ag
 owner from the verified source, offline. ``scan_cache`` lists them under their source,
 ``verify_cache`` checks them, and ``clear_cache`` removes them with it. The kind that loading
 keeps is a legacy-format file's layout (key ``"layout"``: where each tensor lies in the file, so
-a later load maps the tensors without parsing the file's pickle again; a few kB).
+a later load maps the tensors without parsing the file's pickle again; a few kB). Large data
+(an engine's graph: up to gigabytes) is kept as a derived folder instead (:mod:`._bundles`).
 
 Full weight copies that development builds kept here are never read; they are listed as
 obsolete by ``scan_cache`` and removed on the next load of their source or by ``clear_cache``.
@@ -25,7 +26,14 @@ from pathlib import Path
 
 from .._util import atomic_file
 from . import _records
-from ._paths import Failures, derived_path, meta_dir, obsolete_copies, remove_file
+from ._paths import (
+    Failures,
+    content_sha256,
+    derived_path,
+    meta_dir,
+    obsolete_copies,
+    remove_file,
+)
 
 __all__ = ["Derived", "check_derived", "drop_obsolete", "keep_derived", "load_derived"]
 
@@ -116,4 +124,4 @@ def drop_obsolete(source: Path, *, failed: Failures | None = None) -> list[Path]
 
 
 def _source_sha256(source: Path) -> str | None:
-    return _records.trusted_sha256(source)
+    return _records.trusted_sha256(source) or content_sha256(source)

@@ -23,15 +23,17 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def file_lock(target: Path) -> Iterator[None]:
-    """Hold the per-file lock if the filesystem allows; go on without it if not."""
+def file_lock(target: Path, *, path: Path | None = None) -> Iterator[None]:
+    """Hold the per-file lock if the filesystem allows; go on without it if not. ``path``: the
+    lock file, in a cache folder's bookkeeping folder (default: :func:`._paths.lock_path` of
+    ``target``)."""
     if env_flag("WSL_IMAGES_NO_LOCK"):
         yield
         return
-    path = lock_path(target)
+    path = path or lock_path(target)
     lock = filelock.FileLock(path)
     try:
-        meta_dir(target.parent, create=True)
+        meta_dir(path.parent.parent, create=True)  # lock files live in a bookkeeping folder
         if path.is_symlink():  # filelock opens with O_TRUNC: never through a planted link
             path.unlink()
         try:

@@ -18,16 +18,19 @@ from pathlib import Path
 from .._util import cleanup_stale, hash_prefix_of
 from ..errors import InvalidInputError
 from . import _records
+from ._bundles import check_folder, folder_size
+from ._bundles import source_sha256 as bundle_source_sha256
 from ._derive import check_derived
 from ._paths import (
     DERIVED,
     Failures,
+    content_sha256,
     derived_key,
     derived_paths,
     get_cache_dir,
     meta_dir,
     obsolete_copies,
-    remove_file,
+    remove_derived,
     source_name_of,
 )
 from ._store import clear_error, remove_source
@@ -39,13 +42,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DerivedFile:
-    """A file made from a cached source (its layout, an engine's graph), or an obsolete copy."""
+    """A file made from a cached source (its layout), a folder of files (an engine's graph and
+    its weights), or an obsolete copy."""
 
     path: Path
-    size: int
+    size: int  # bytes (a folder: of all its files)
     verified: bool  # intact and made from the source as it is now (obsolete copies: never)
     obsolete: bool = False  # a full weight copy made by development builds, never read
     key: str = "layout"  # what it is, as its maker asked for it (``"layout"``: tensor layout)
+    folder: bool = False  # a derived folder: ``verified`` from its files' records, not hashed
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,12 @@ class CacheEntry:
     @property
     def exists(self) -> bool:
         return self.path.is_file()
+
+    @property
+    def content_only(self) -> bool:
+        """A stand-in for a file outside the cache, known by its sha256 (``sha256-<hex>``): a
+        user's checkpoint whose derived data the cache keeps."""
+        return content_sha256(self.path) is not None
 
     @property
     def size_on_disk(self) -> int:
@@ -112,7 +123,9 @@ def verify_cache(
     bad: list[BadFile] = []
     for source in _select(folder, files, names):
         source_sha = (
-            _verify_source(source, bad, released=source.name in names) if source.is_file() else None
+            _verify_source(source, bad, released=source.name in names)
+            if source.is_file()
+            else content_sha256(source)
         )
         for derived in derived_paths(source):
             _verify_derived(derived, source_sha, bad)
@@ -182,10 +195,16 @@ def _select(folder: Path, files: Iterable[str] | None, known: Known) -> list[Pat
 
 def _entry(source: Path, known: Known) -> CacheEntry:
     exists = source.is_file()
-    sha = _records.trusted_sha256(source) if exists else None
-    verified = sha is not None
+    sha = bundle_source_sha256(source)
+    verified = exists and sha is not None
     derived = []
     for path in derived_paths(source):
+        if path.is_dir():  # gigabytes: trusted from its files' records, hashed by verify
+            check = check_folder(path, sha, mode="trust")
+            trusted = check.good and check.unchecked == 0
+            key = derived_key(source, path)
+            derived.append(DerivedFile(path, folder_size(path), trusted, key=key, folder=True))
+            continue
         made = check_derived(path)  # hashed, not trusted from a record
         if made is not None:
             good = made.source_sha256 == sha
@@ -234,15 +253,21 @@ def _verify_source(source: Path, bad: list[BadFile], *, released: bool) -> str |
 
 
 def _verify_derived(path: Path, source_sha: str | None, bad: list[BadFile]) -> None:
-    made = check_derived(path)
-    if made is not None and made.intact and made.source_sha256 == source_sha:
-        return
-    if made is None or not made.intact:
-        reason = "its sha256 does not match the one written with it"
+    if path.is_dir() and not path.is_symlink():
+        check = check_folder(path, source_sha, mode="full")  # every file hashed in full
+        if check.good:
+            return
+        reason = check.reason
     else:
-        reason = "its source is missing, bad or another file"
+        made = check_derived(path)
+        if made is not None and made.intact and made.source_sha256 == source_sha:
+            return
+        if made is None or not made.intact:
+            reason = "its sha256 does not match the one written with it"
+        else:
+            reason = "its source is missing, bad or another file"
     failed: Failures = []
-    remove_file(path, failed)
+    remove_derived(path, failed)
     if failed:  # never used anyway: a load checks its sha256 and source first
         bad.append(BadFile(path, f"{reason}; could not be removed ({failed[0][1]}); never used"))
         return

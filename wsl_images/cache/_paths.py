@@ -11,10 +11,12 @@ import errno
 import logging
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from .._util import temp_name
 from ..errors import InvalidInputError
 from ._env import env_flag
 
@@ -23,6 +25,8 @@ __all__ = [
     "LAYOUT",
     "META",
     "Failures",
+    "content_sha256",
+    "content_source",
     "derived_key",
     "derived_path",
     "derived_paths",
@@ -33,7 +37,9 @@ __all__ = [
     "meta_dir",
     "obsolete_copies",
     "record_path",
+    "remove_derived",
     "remove_file",
+    "remove_tree",
     "source_name_of",
     "why_not_removed",
 ]
@@ -47,6 +53,9 @@ _LAYOUT_SUFFIX = ".layout.json"  # the layout's file: SOURCE.layout.json
 _KEY_SEPARATOR = "~"  # other keys' files: SOURCE~KEY (no cache file name holds a "~")
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _RECORD_SUFFIX = ".verified"
+# A source known by its content alone (a user's file outside the cache): ``sha256-<64 hex>``,
+# never a file in the cache folder; what is derived from it is tied to that sha256.
+_CONTENT = re.compile(r"sha256-(?P<sha>[0-9a-f]{64})")
 # Full weight copies that development builds kept, never read: a safetensors copy beside the
 # source, and a memory-mappable zip copy (with its record) in DERIVED.
 _OBSOLETE_SUFFIXES = (".safetensors", ".mmap.pt", ".mmap.pt" + _RECORD_SUFFIX)
@@ -125,7 +134,8 @@ def derived_path(source: Path, key: str = LAYOUT) -> Path:
 
 
 def derived_paths(source: Path) -> list[Path]:
-    """Every file derived from ``source`` that is there, sorted (layout first)."""
+    """Every file (or folder of files) derived from ``source`` that is there, sorted (layout
+    first)."""
     folder = meta_dir(source.parent) / DERIVED
     found = [derived_path(source)] if derived_path(source).is_file() else []
     if folder.is_dir():
@@ -133,9 +143,29 @@ def derived_paths(source: Path) -> list[Path]:
         found += sorted(
             folder / entry.name
             for entry in os.scandir(folder)
-            if entry.name.startswith(prefix) and entry.is_file()
+            if entry.name.startswith(prefix)
+            and (entry.is_file(follow_symlinks=False) or entry.is_dir(follow_symlinks=False))
         )
     return found
+
+
+def content_source(sha256: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The stand-in source of a file known by its content alone (a user's checkpoint outside
+    the cache): ``CACHE/sha256-<hex>``, never a file; data derived from it is kept under that
+    name, tied to that sha256, and listed, verified and cleared like any source's."""
+    if _CONTENT.fullmatch(f"sha256-{sha256}") is None:
+        msg = f"{sha256!r} is not a sha256 (64 lowercase hex digits)."
+        raise InvalidInputError(msg)
+    return get_cache_dir(cache_dir) / f"sha256-{sha256}"
+
+
+def content_sha256(source: Path) -> str | None:
+    """The sha256 a stand-in source (:func:`content_source`) names; None for any other path,
+    and for one that is a file (then it is a real source, checked like any other)."""
+    match = _CONTENT.fullmatch(source.name)
+    if match is None or os.path.lexists(source):
+        return None
+    return match["sha"]
 
 
 def derived_key(source: Path, derived: Path) -> str:
@@ -186,6 +216,34 @@ def remove_file(path: Path, failed: Failures) -> bool:
         failed.append((path, why_not_removed(exc)))
         return False
     return True
+
+
+def remove_tree(path: Path, failed: Failures) -> bool:
+    """Remove the folder ``path``: renamed to a temp name first, so no reader ever sees it half
+    removed (and a removal cut short leaves a temp folder, which the next cleanup removes).
+    True if it was removed; False if it was not there or could not be renamed (then it is
+    added to ``failed``: on Windows, a file in it is open)."""
+    if not os.path.lexists(path):
+        return False
+    if path.is_symlink() or not path.is_dir():
+        return remove_file(path, failed)
+    doomed = path.with_name(temp_name(path.name))
+    try:
+        os.rename(path, doomed)
+    except FileNotFoundError:  # removed by another process meanwhile
+        return False
+    except OSError as exc:
+        failed.append((path, why_not_removed(exc)))
+        return False
+    shutil.rmtree(doomed, ignore_errors=True)
+    return True
+
+
+def remove_derived(path: Path, failed: Failures) -> bool:
+    """Remove a derived file or folder (see :func:`remove_file`, :func:`remove_tree`)."""
+    if path.is_dir() and not path.is_symlink():
+        return remove_tree(path, failed)
+    return remove_file(path, failed)
 
 
 def why_not_removed(exc: OSError) -> str:

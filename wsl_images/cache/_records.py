@@ -62,9 +62,12 @@ class Record:
     identity: Identity | None  # (size, mtime_ns, ctime_ns, inode) at that moment
 
 
-def trusted_sha256(path: Path, record: Record | None = None) -> str | None:
-    """The sha256 of ``path`` if its record (``record``, else read) or this process vouches for
-    it as it is now; None if it must be hashed (never on size and mtime alone: see above)."""
+def trusted_sha256(
+    path: Path, record: Record | None = None, *, at: Path | None = None
+) -> str | None:
+    """The sha256 of ``path`` if its record (``record``, else read, from ``at`` if given) or
+    this process vouches for it as it is now; None if it must be hashed (never on size and
+    mtime alone: see above)."""
     try:
         now = identity(path)
     except OSError:
@@ -76,7 +79,7 @@ def trusted_sha256(path: Path, record: Record | None = None) -> str | None:
         return known[1]
     if bad == now:  # found bad here, and its record could not be dropped (read-only)
         return None
-    record = record if record is not None else read(path)
+    record = record if record is not None else read(path, at=at)
     if record is None:
         return None
     return record.sha256 if record.identity == now else None
@@ -98,10 +101,11 @@ def identity(path: Path) -> Identity:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-def read(path: Path) -> Record | None:
-    """The record of ``path``, whether or not it still vouches for the file; None if none."""
+def read(path: Path, *, at: Path | None = None) -> Record | None:
+    """The record of ``path`` (kept at ``at``; default: :func:`._paths.record_path`), whether
+    or not it still vouches for the file; None if none."""
     try:
-        data = json.loads(record_path(path).read_text())
+        data = json.loads((at or record_path(path)).read_text())
         ident = data.get("identity")  # other keys (older versions wrote some) are ignored
         return Record(
             sha256=str(data["sha256"]),
@@ -111,18 +115,20 @@ def read(path: Path) -> Record | None:
         return None
 
 
-def remember(path: Path, sha256: str) -> None:
+def remember(path: Path, sha256: str, *, at: Path | None = None) -> None:
     """Record that ``path``, as it is now, has this sha256; this process remembers it even where
     the record cannot be written (a read-only cache: said at INFO level, with how to avoid the
     hash in the next process; it changes nothing for the load). Any other failure only costs a
-    hash in the next process."""
+    hash in the next process. ``at``: where the record is kept (default: the bookkeeping
+    folder's :func:`._paths.record_path`; files of a derived folder keep theirs inside it)."""
     ident = identity(path)
     with _hashed_lock:
         _hashed[os.path.abspath(path)] = (ident, sha256)
         _bad.pop(os.path.abspath(path), None)
-    record = record_path(path)
+    record = at or record_path(path)
     try:
-        meta_dir(path.parent, create=True)  # never through a symlink planted in the cache
+        if at is None:
+            meta_dir(path.parent, create=True)  # never through a symlink planted in the cache
         with atomic_file(record, durable=False) as tmp:
             os.write(tmp.fd, json.dumps({"sha256": sha256, "identity": list(ident)}).encode())
     except OSError as exc:

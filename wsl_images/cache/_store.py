@@ -44,6 +44,7 @@ from ._paths import (
     filename_from_url,
     get_cache_dir,
     is_offline,
+    remove_derived,
     remove_file,
 )
 from ._space import no_space_message
@@ -141,7 +142,7 @@ def remove_source(source: Path, *, failed: Failures | None = None) -> list[Path]
     before = len(failures)
     removed = [source] if remove_file(source, failures) else []
     if len(failures) == before:  # the source is gone (or was not there)
-        removed += [d for d in derived_paths(source) if remove_file(d, failures)]
+        removed += [d for d in derived_paths(source) if remove_derived(d, failures)]
         _records.forget(source, failures)  # bookkeeping: not listed
     removed += drop_obsolete(source, failed=failures)
     if failed is None and failures:
@@ -341,7 +342,7 @@ def _fetch(
             raise
         raise DownloadError(msg) from exc
     for old in derived_paths(target):  # made from an older file of this name
-        old.unlink(missing_ok=True)
+        remove_derived(old, [])  # one left (Windows: open) is never used: another source
     drop_obsolete(target)
     _records.remember(target, actual)
     if expected is None and hash_prefix_of(target.name) is None:

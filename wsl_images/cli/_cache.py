@@ -65,7 +65,9 @@ def _list(args: argparse.Namespace) -> int:
     entries = _entries(args.names)
     print(f"cache: {get_cache_dir()}")
     for e in entries:
-        if not e.exists:
+        if e.content_only:
+            state = "a file outside the cache, by its sha256: only what was derived from it"
+        elif not e.exists:
             state = "missing (copies of it remain: `wsl-images cache clear` removes them)"
         elif e.verified:
             state = "verified" if e.hash_in_name else "verified against its first download"
@@ -76,6 +78,9 @@ def _list(args: argparse.Namespace) -> int:
         for d in e.derived:
             if d.obsolete:
                 what = "obsolete full copy, unused: removed on the next load"
+            elif d.folder:
+                state = "verified" if d.verified else "not verified yet (hashed on next use)"
+                what = f"{d.key} (a folder), {state}"
             else:
                 kind = "layout of its tensors" if d.key == "layout" else d.key
                 what = f"{kind}, " + ("verified" if d.verified else "stale")

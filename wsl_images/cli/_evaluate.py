@@ -15,6 +15,7 @@ from collections.abc import Callable
 __all__ = ["register"]
 
 _DTYPES = ("float32", "bfloat16", "float16")
+ENGINES = ("torch", "onnxruntime")  # wsl_images.inference.ENGINES, without importing torch
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,6 +63,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--output", "-o", metavar="FILE.json", help="write the full result here (atomically)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="torch",
+        help="what runs the model: torch (default) or onnxruntime (CPUs: faster; needs "
+        "wsl-images[onnxruntime]; its graph is exported once and kept in the cache)",
+    )
     p.add_argument(
         "--decode",
         choices=("auto", "cpu", "gpu"),
@@ -128,6 +136,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             limit=args.limit,
             progress=not args.no_progress,
             context=ctx,
+            engine=args.engine,
             decode=args.decode,
         )
     finally:

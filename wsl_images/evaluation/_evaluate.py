@@ -78,6 +78,7 @@ class EvalResult:
     checkpoint: str | None
     dtype: str
     device: str
+    engine: str = "torch"  # what ran the forward pass: "torch" or "onnxruntime"
     decode: str = "cpu"  # who decoded the JPEGs: "cpu" (Pillow), "gpu" (nvJPEG) or "hybrid"
     device_decoded: int = 0  # images the device decoded (the rest: Pillow, on the CPU)
 
@@ -101,7 +102,7 @@ class EvalResult:
             f"{self.model} on {self.data} ({_LAYOUT_TEXT[self.layout]}, {classes})",
             f"top-1 {self.top1:.3f}%  top-5 {self.top5:.3f}%  on {self.count} images",
             f"unreadable: {self.failed}; non-image files skipped: {self.skipped}; "
-            f"{self.seconds:.1f} s ({self.dtype}, {self.device})",
+            f"{self.seconds:.1f} s ({self.dtype}, {self.device}, engine {self.engine})",
             f"decoding: {self._decoding()}",
             f"reference, ImageNet-1k val: {w.top1:.1f}/{w.top5:.1f} published, "
             f"{w.top1_remeasured:.3f}/{w.top5_remeasured:.3f} re-measured (timm)",
@@ -137,6 +138,7 @@ def evaluate(
     limit: int | None = None,
     progress: bool = True,
     context: Context | None = None,
+    engine: str = "torch",
     decode: str = "cpu",
 ) -> EvalResult:
     """Top-1/top-5 of model ``name`` on the labelled folder ``data``.
@@ -151,6 +153,7 @@ def evaluate(
     share; every rank gets the result). Raises ``InvalidInputError`` for an unknown layout,
     ``ImageDecodeError`` if no image could be read.
     ``mmap``: map a local ``checkpoint_path`` file instead of reading it (see ``get_model``).
+    ``engine``: "torch" (default) or "onnxruntime" (CPUs: faster; see :class:`Classifier`).
     ``decode``: "cpu" (default: Pillow decodes every image in full, as published evaluations
     do), "auto" (on CUDA the GPU decodes a share of the JPEGs beside the CPU workers) or "gpu"
     (nvJPEG for every JPEG it can take; CUDA only); the result says which decoded what.
@@ -174,6 +177,7 @@ def evaluate(
             workers=workers,
             autocast=dtype,
             progress=progress,
+            engine=engine,
             decode="cpu",  # the decoder above, which decodes in full
         )
     )
@@ -336,6 +340,7 @@ def _result(
         checkpoint=None if checkpoint is None else str(checkpoint),
         dtype=str(clf.autocast_dtype or torch.float32).replace("torch.", ""),
         device=str(clf.device),
+        engine=clf.engine,
     )
 
 

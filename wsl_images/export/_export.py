@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["ATOL", "FORMATS", "RTOL", "ExportResult", "export_model"]
+__all__ = ["ATOL", "FORMATS", "RTOL", "ExportResult", "export_model", "export_onnx"]
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,6 @@ def export_model(
     loads a ``checkpoint_path`` URL whose name only looks hashed (``ckpt-epoch-10.pth``).
     ``mmap``: map a local ``checkpoint_path`` file instead of reading it (see ``get_model``).
     """
-    import torch
-
     from ..models import get_model
 
     if format not in FORMATS:
@@ -117,9 +115,7 @@ def export_model(
     ).eval()
     onnx_batches = _ONNX_DYNAMIC if dynamic_batch else _ONNX_STATIC
     trace_batch, check_batches = onnx_batches if format == "onnx" else _TORCHSCRIPT
-    generator = torch.Generator().manual_seed(0)
-    example = torch.randn(trace_batch, 3, image_size, image_size, generator=generator)
-    checks = [torch.randn(b, 3, image_size, image_size, generator=generator) for b in check_batches]
+    example, checks = _random_batches(trace_batch, check_batches, image_size)
     with atomic_folder(target) as workdir:
         data = _write(model, example, workdir / target.name, format, dynamic_batch)
         run = _runner(workdir / target.name, format)
@@ -134,12 +130,55 @@ def export_model(
     return ExportResult(target, format, check_batches, diff, atol, rtol, data_path)
 
 
+def export_onnx(
+    module: nn.Module,
+    path: Path,
+    *,
+    output_name: str = "logits",
+    image_size: int = 224,
+    external_data: bool | None = None,
+    atol: float = ATOL,
+    rtol: float = RTOL,
+) -> float:
+    """Export ``module`` (in eval mode; NCHW float images in) to the ONNX file ``path`` with a
+    dynamic batch, load it back with ONNX Runtime and check it as :func:`export_model` does
+    (random batches of 1 and 3, sizes it was not traced with); returns the largest |diff|.
+
+    Writes ``path``, and ``path.name + ".data"`` (the weights) when ``external_data`` (None:
+    for modules over ~1.5 GB, protobuf's limit), where they are: the caller's temp folder,
+    published only if this returns. :class:`ExportError` if the graph does not match.
+    """
+    _require_onnx()
+    trace_batch, check_batches = _ONNX_DYNAMIC
+    example, checks = _random_batches(trace_batch, check_batches, image_size)
+    _write_onnx(
+        module, example, path, dynamic_batch=True, output_name=output_name, external=external_data
+    )
+    run = _onnx_runner(path)
+    return max(_check(module, run, x, atol=atol, rtol=rtol, format="onnx") for x in checks)
+
+
+def _random_batches(
+    trace: int, checks: tuple[int, ...], image_size: int
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The batch to trace with and the batches to check with (seeded: the same every time)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(trace, 3, image_size, image_size, generator=generator)
+    return example, [torch.randn(b, 3, image_size, image_size, generator=generator) for b in checks]
+
+
 def _write(
     model: nn.Module, example: torch.Tensor, path: Path, format: Format, dynamic_batch: bool
 ) -> tuple[str, str] | None:
     """Export to ``path``; returns the ONNX external data file's name and sha256, if any."""
     if format == "onnx":
-        return _write_onnx(model, example, path, dynamic_batch=dynamic_batch)
+        if _write_onnx(model, example, path, dynamic_batch=dynamic_batch):
+            # A name of its own, so the graph being replaced keeps reading its data until it
+            # is gone.
+            return name_external_data(path, path.name)
+        return None
     _write_torchscript(model, example, path)
     return None
 
@@ -203,12 +242,20 @@ def _require_onnx() -> None:
 
 
 def _write_onnx(
-    model: nn.Module, example: torch.Tensor, path: Path, *, dynamic_batch: bool
-) -> tuple[str, str] | None:
-    """Export to ``path``; returns the external data file's name and sha256, if there is one."""
+    model: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    *,
+    dynamic_batch: bool,
+    output_name: str = "logits",
+    external: bool | None = None,
+) -> bool:
+    """Export to ``path``; True if the weights went to ``path.name + ".data"`` beside it
+    (``external``; None: if they are over ~1.5 GB)."""
     import torch
 
-    big = sum(p.numel() * p.element_size() for p in model.parameters()) > _EXTERNAL_DATA_BYTES
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    big = weights > _EXTERNAL_DATA_BYTES if external is None else external
     kwargs: dict[str, Any] = {}
     if dynamic_batch:
         kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
@@ -218,7 +265,7 @@ def _write_onnx(
             (example,),
             str(path),
             input_names=["input"],
-            output_names=["logits"],
+            output_names=[output_name],
             dynamo=True,
             external_data=big,
             verbose=False,
@@ -227,8 +274,7 @@ def _write_onnx(
     except Exception as exc:
         msg = f"torch.onnx.export failed: {exc}"
         raise ExportError(msg) from exc
-    # A name of its own, so the graph being replaced keeps reading its data until it is gone.
-    return name_external_data(path, path.name) if big else None
+    return big
 
 
 def _write_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:

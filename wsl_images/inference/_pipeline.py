@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing.context import BaseContext
 from typing import Any, cast
 
 import torch
@@ -216,7 +217,9 @@ def make_batch_loader(
     to the device as its share says (:mod:`._devdecode`); ``chunk``: inputs per worker task
     (None: a whole batch). Iterate it once.
     """
-    return _Loader(items, batches, geometry, workers, pin_memory, draft, decoder, chunk)
+    # Checked now: a bad WSL_IMAGES_START_METHOD is a usage error before any work.
+    context = worker_context() if workers else None
+    return _Loader(items, batches, geometry, workers, pin_memory, draft, decoder, chunk, context)
 
 
 @dataclass
@@ -229,6 +232,7 @@ class _Loader:
     draft: bool
     decoder: DeviceDecoder | None
     chunk: int | None
+    multiprocessing_context: BaseContext | None  # how the workers start (None: Python's default)
 
     def __iter__(self) -> Iterator[Batch]:
         loader: DataLoader[Sample] = DataLoader(
@@ -240,6 +244,6 @@ class _Loader:
             collate_fn=_collate,
             pin_memory=self.pin_memory,
             prefetch_factor=4 if self.workers else None,
-            multiprocessing_context=worker_context() if self.workers else None,
+            multiprocessing_context=self.multiprocessing_context,
         )
         return finish_batches(iter(loader), self.decoder)

@@ -48,6 +48,10 @@ LISTING_FILE, INDEX_FILE = "inputs.jsonl", "inputs-index.npy"
 DEFAULT_SHARD_SIZE = 8192
 _SHARD = re.compile(r"shard-\d{6,}\.(jsonl|npy)")
 _FORMAT = "wsl-images sharded run 1"
+# Options that runs recorded before the option existed had, in effect (their output is that of
+# this value): a run.json without "engine" was computed by the torch engine.
+# What a run.json written before an option was recorded used.
+_IMPLIED: dict[str, object] = {"engine": "torch", "classes": 1000, "labels": "imagenet"}
 # The exact key an error line carries: quotes inside paths and messages are escaped in JSON,
 # so this byte string occurs once per failed input and nowhere else.
 _ERROR_KEY = b'"error": '
@@ -65,7 +69,7 @@ class RunSpec:
     command: str  # "classify" or "embed"
     model: str
     checkpoint_sha256: str
-    options: dict[str, Any]  # those that change the output: top_k, dtype
+    options: dict[str, Any]  # those that change the output: top_k, dtype, engine
     shard_size: int
     inputs: int = 0
     input_fingerprint: str = ""  # sha256 of the listing's lines
@@ -87,7 +91,8 @@ class RunSpec:
             old, new = self.checkpoint_sha256[:12], now.checkpoint_sha256[:12]
             found.append(f"checkpoint sha256 {old}... there, {new}... now")
         for key in sorted(set(self.options) | set(now.options)):
-            there, here = self.options.get(key), now.options.get(key)
+            there = self.options.get(key, _IMPLIED.get(key))
+            here = now.options.get(key, _IMPLIED.get(key))
             if there != here:
                 found.append(f"{key} {there!r} there, {here!r} now")
         if inputs and (self.inputs, self.input_fingerprint) != (now.inputs, now.input_fingerprint):

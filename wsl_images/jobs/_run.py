@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from ..distributed import Context
 from ..errors import InvalidInputError, WslImagesError
 from ..inference import Classifier, Outcome, iter_inputs
+from ..zoo import imagenet_categories
 from ._listing import Listing, ListingInfo, write_listing
 from ._outdir import (
     DEFAULT_SHARD_SIZE,
@@ -129,8 +130,10 @@ def _prepare(job: ShardJob, clf: Classifier) -> _Plan:
     """Rank 0: the run's record checked or written, the listing written, the missing shards."""
     dtype = clf.autocast_dtype
     options: dict[str, Any] = {"dtype": "float32" if dtype is None else str(dtype)[6:]}
+    options["engine"] = clf.engine  # probabilities differ by ~1e-4 between engines
     if job.command == "classify":
         options["top_k"] = job.top_k
+        options.update(_labels(clf))
     spec = RunSpec(
         command=job.command,
         model=clf.weights.name,
@@ -162,6 +165,18 @@ def _prepare(job: ShardJob, clf: Classifier) -> _Plan:
     )
     spec = spec.with_inputs(info.count, info.fingerprint)
     return _Plan(spec, missing_shards(job.folder, spec))
+
+
+def _labels(clf: Classifier) -> dict[str, Any]:
+    """What names classify's rows: the head's size and its labels (ImageNet's, or a digest of
+    the names given or saved with a fine-tuned checkpoint)."""
+    names = "\n".join(clf.categories).encode()
+    imagenet = clf.categories == imagenet_categories()
+    return {"classes": clf.num_classes, "labels": "imagenet" if imagenet else _digest(names)}
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()[:16]
 
 
 def _refuse(folder: Path, differences: list[str]) -> None:

@@ -1,0 +1,375 @@
+"""The onnxruntime engine: the same results as the torch engine (bad inputs included), its graph
+exported once per checkpoint and kept in the cache, refused when changed, its options checked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from imagegen import photo, write_bad
+from server import FileServer
+
+from wsl_images import Classifier, clear_cache, download, scan_cache, verify_cache
+from wsl_images.errors import ExportError, ImageDecodeError, InvalidInputError
+from wsl_images.inference import _graph
+from wsl_images.inference._engines import check_engine
+
+pytest.importorskip("onnxruntime")
+
+REPO = Path(__file__).resolve().parents[1]
+Served = tuple[FileServer, dict[str, Path]]
+MODEL = "resnet18_ssl"
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder shared by this module's tests, so the graph is exported once for them."""
+    return tmp_path_factory.mktemp("graphs")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Photo-sized JPEGs, then every kind of bad input, then one more good image."""
+    folder = tmp_path_factory.mktemp("engine-images")
+    good = []
+    for i in range(5):
+        good.append(folder / f"img{i}.jpg")
+        photo(size=(500, 375), seed=i).save(good[-1], quality=90)
+    bad = write_bad(folder / "zbad")
+    bad.pop("bomb", None)  # slow to decode, and it fails the same for both engines
+    last = folder / "zlast.jpg"
+    photo(size=(375, 500), seed=9).save(last, quality=90)
+    return [*good, *sorted(bad.values()), folder / "missing.jpg", last]
+
+
+@pytest.fixture(scope="module")
+def engines(served: Served, graphs: Path) -> dict[str, Classifier]:
+    kwargs = {"checkpoint_path": served[1]["zip"], "batch_size": 3, "workers": 0}
+    return {
+        engine: Classifier(MODEL, **kwargs, progress=False, cache_dir=graphs, engine=engine)
+        for engine in ("torch", "onnxruntime")
+    }
+
+
+@pytest.fixture
+def exports(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every graph exported (its path), counted where the engine calls the exporter."""
+    done: list[Path] = []
+    real = _graph.export_onnx
+
+    def counted(module: torch.nn.Module, path: Path, **kwargs: object) -> float:
+        done.append(path)
+        return real(module, path, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_graph, "export_onnx", counted)
+    return done
+
+
+def _good(images: list[Path]) -> list[Path]:
+    return [p for p in images if p.suffix == ".jpg" and p.exists() and p.stat().st_size > 5000]
+
+
+def test_same_labels_probabilities_and_features(
+    engines: dict[str, Classifier], images: list[Path]
+) -> None:
+    good = _good(images)
+    assert len(good) == 6
+    torch_preds, ort_preds = (engines[e].predict(good, top_k=5) for e in ("torch", "onnxruntime"))
+    for a, b in zip(torch_preds, ort_preds, strict=True):
+        assert a.indices == b.indices and a.labels == b.labels
+        assert b.probabilities == pytest.approx(a.probabilities, abs=1e-3)
+    feats = {e: engines[e].embed(good) for e in engines}
+    assert feats["onnxruntime"].dtype == torch.float32 and feats["onnxruntime"].shape == (6, 512)
+    cosine = torch.nn.functional.cosine_similarity(feats["torch"], feats["onnxruntime"])
+    assert float(cosine.min()) >= 0.9999
+
+
+def test_bad_inputs_give_the_same_outcomes_in_the_same_order(
+    engines: dict[str, Classifier], images: list[Path]
+) -> None:
+    outcomes = {
+        e: [(o.index, o.error is None) for o in clf.stream_predictions(images, top_k=3)]
+        for e, clf in engines.items()
+    }
+    assert outcomes["onnxruntime"] == outcomes["torch"]
+    errors = {
+        e: [o.error for o in clf.stream_embeddings(images) if o.error] for e, clf in engines.items()
+    }
+    assert errors["onnxruntime"] == errors["torch"] and len(errors["torch"]) >= 4
+    messages = []
+    for clf in engines.values():
+        with pytest.raises(ImageDecodeError) as caught:
+            clf.predict(images)
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]
+
+
+def test_the_graph_is_exported_once_and_a_changed_byte_is_never_loaded(
+    served: Served, images: list[Path], exports: list[Path], isolated_cache: Path
+) -> None:
+    kwargs = {"checkpoint_path": served[1]["zip"], "workers": 0, "progress": False}
+    first = Classifier(MODEL, **kwargs, engine="onnxruntime")
+    assert len(exports) == 1
+    Classifier(MODEL, **kwargs, engine="onnxruntime")
+    assert len(exports) == 1  # found in the cache: nothing built
+    (folder,) = (isolated_cache / ".wsl-images" / "derived").iterdir()
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
+        "about.json",
+        "features.onnx",
+        "features.onnx.data",
+    ]
+    data = folder / "features.onnx.data"
+    with open(data, "r+b") as f:  # one byte of one weight, changed in place
+        f.seek(data.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x10]))
+    again = Classifier(MODEL, **kwargs, engine="onnxruntime")
+    assert len(exports) == 2  # rebuilt from the checkpoint, not loaded
+    good = _good(images)[:2]
+    assert torch.equal(again.embed(good), first.embed(good))
+
+
+def test_a_graph_that_fails_its_check_is_not_kept(
+    served: Served, monkeypatch: pytest.MonkeyPatch, isolated_cache: Path
+) -> None:
+    def mismatch(module: torch.nn.Module, path: Path, **kwargs: object) -> float:
+        path.write_bytes(b"a graph that does not match")
+        msg = "The onnx export on a batch of 1 does not match PyTorch"
+        raise ExportError(msg)
+
+    monkeypatch.setattr(_graph, "export_onnx", mismatch)
+    with pytest.raises(ExportError, match="does not match PyTorch"):
+        Classifier(MODEL, checkpoint_path=served[1]["zip"], workers=0, engine="onnxruntime")
+    assert list((isolated_cache / ".wsl-images" / "derived").iterdir()) == []
+
+
+def test_a_cached_checkpoints_graph_is_verified_and_cleared_with_it(served: Served) -> None:
+    server, files = served
+    url = f"{server.url}/{files['zip'].name}"
+    Classifier(MODEL, checkpoint_path=url, workers=0, progress=False, engine="onnxruntime")
+    (entry,) = scan_cache()
+    (graph,) = entry.derived
+    assert graph.folder and graph.verified and graph.key.startswith(f"onnx-{MODEL}-")
+    assert graph.path.parent.name == "derived" and graph.size > 40_000_000
+    assert verify_cache() == []
+    removed = clear_cache([entry.path.name])
+    assert graph.path in removed and not graph.path.exists()
+    assert download(url, progress=False).is_file()  # the cache works as before
+
+
+def test_engine_threads_are_the_models(
+    engines: dict[str, Classifier], served: Served, graphs: Path
+) -> None:
+    session = engines["onnxruntime"]._engine.session  # type: ignore[attr-defined]
+    assert session.get_session_options().intra_op_num_threads == torch.get_num_threads()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        clf = Classifier(
+            MODEL, checkpoint_path=served[1]["zip"], cache_dir=graphs, engine="onnxruntime"
+        )
+    finally:
+        torch.set_num_threads(before)
+    options = clf._engine.session.get_session_options()  # type: ignore[attr-defined]
+    assert options.intra_op_num_threads == 1
+
+
+def test_bad_engine_options_are_usage_errors() -> None:
+    with pytest.raises(InvalidInputError, match="Unknown engine 'tensorrt': use one of torch"):
+        Classifier(MODEL, engine="tensorrt")  # before any download (none is served here)
+    with pytest.raises(InvalidInputError, match="computes in float32"):
+        Classifier(MODEL, engine="onnxruntime", autocast="bfloat16")
+    with pytest.raises(InvalidInputError, match="Install onnxruntime-gpu"):
+        check_engine("onnxruntime", torch.device("cuda", 1), None)
+    with pytest.raises(InvalidInputError, match="runs on 'cpu' or 'cuda', not on 'mps'"):
+        check_engine("onnxruntime", torch.device("mps"), None)
+
+
+def _cli(argv: list[str]) -> int:
+    from wsl_images.cli import main
+
+    return main(argv)
+
+
+def test_cli_engine_flag(
+    served: Served,
+    images: list[Path],
+    graphs: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("WSL_IMAGES_CACHE", str(graphs))
+    common = ["--model", MODEL, "--checkpoint", str(served[1]["zip"]), "--no-progress"]
+    common += ["--workers", "0", *map(str, images)]
+    rows = {}
+    for engine in ("torch", "onnxruntime"):
+        code = _cli(["classify", "--format", "jsonl", "--engine", engine, *common])
+        out = capsys.readouterr().out
+        assert code == 1  # some inputs failed, with either engine
+        rows[engine] = [json.loads(line) for line in out.splitlines()]  # nothing else printed
+    assert [r["path"] for r in rows["onnxruntime"]] == [str(p) for p in images]
+    for a, b in zip(rows["torch"], rows["onnxruntime"], strict=True):
+        assert a.get("error") == b.get("error")
+        if "predictions" in a:
+            assert [p["index"] for p in a["predictions"]] == [p["index"] for p in b["predictions"]]
+    with pytest.raises(SystemExit) as usage:  # argparse's choices: exit 2
+        _cli(["classify", "--engine", "tensorrt", *common])
+    assert usage.value.code == 2 and "invalid choice: 'tensorrt'" in capsys.readouterr().err
+    assert _cli(["embed", "--engine", "onnxruntime", "--dtype", "bfloat16", *common]) == 2
+    assert "computes in float32" in capsys.readouterr().err
+
+
+def test_sharded_runs_record_the_engine_and_refuse_another(
+    served: Served,
+    images: list[Path],
+    graphs: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("WSL_IMAGES_CACHE", str(graphs))
+    out = tmp_path / "out"
+    argv = ["embed", "--model", MODEL, "--checkpoint", str(served[1]["zip"]), "--no-progress"]
+    argv += ["--workers", "0", "--output-dir", str(out), "--shard-size", "4", *map(str, images)]
+    assert _cli([*argv, "--engine", "onnxruntime"]) == 1
+    assert json.loads((out / "run.json").read_text())["options"]["engine"] == "onnxruntime"
+    rows = np.concatenate([np.load(p) for p in sorted(out.glob("shard-*.npy"))])
+    assert rows.shape == (len(_good(images)), 512)
+    assert _cli([*argv, "--engine", "onnxruntime"]) == 1  # resumed: nothing to do
+    assert "resumed: 3 of 3 shards were complete already" in capsys.readouterr().err
+    assert _cli([*argv, "--engine", "torch"]) == 2
+    assert "engine 'onnxruntime' there, 'torch' now" in capsys.readouterr().err
+    # A run recorded before engines existed was the torch engine's: torch resumes it.
+    spec = json.loads((out / "run.json").read_text())
+    del spec["options"]["engine"]
+    (out / "run.json").write_text(json.dumps(spec))
+    assert _cli([*argv, "--engine", "torch"]) == 1
+    assert _cli([*argv, "--engine", "onnxruntime"]) == 2
+    assert "engine 'torch' there, 'onnxruntime' now" in capsys.readouterr().err
+
+
+def test_evaluate_with_either_engine(served: Served, graphs: Path, tmp_path: Path) -> None:
+    from wsl_images import evaluate
+    from wsl_images.evaluation import imagenet_wnids
+
+    wnids = imagenet_wnids()
+    for c in range(3):
+        (tmp_path / wnids[c]).mkdir()
+        for k in range(2):
+            photo(size=(500, 375), seed=10 * c + k).save(tmp_path / wnids[c] / f"{k}.jpg")
+    results = {
+        engine: evaluate(
+            MODEL,
+            tmp_path,
+            checkpoint_path=served[1]["zip"],
+            workers=0,
+            progress=False,
+            engine=engine,
+        )
+        for engine in ("torch", "onnxruntime")
+    }
+    t, o = results["torch"], results["onnxruntime"]
+    assert (o.engine, t.engine) == ("onnxruntime", "torch")
+    assert (o.top1, o.top5, o.count) == (t.top1, t.top5, t.count)
+    assert [c.top5 for c in o.per_class] == [c.top5 for c in t.per_class]
+    assert "engine onnxruntime" in o.summary()
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
+def test_only_the_onnxruntime_engine_imports_onnxruntime(
+    engine: str, served: Served, tmp_path: Path
+) -> None:
+    code = f"""
+import json, sys, torch
+from wsl_images import Classifier
+clf = Classifier({MODEL!r}, checkpoint_path={str(served[1]["zip"])!r}, workers=0,
+                 cache_dir={str(tmp_path)!r}, engine={engine!r})
+clf.predict([torch.zeros(3, 40, 50, dtype=torch.uint8)], top_k=2)
+print(json.dumps([m for m in ("onnxruntime", "onnx", "onnxscript") if m in sys.modules]))
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert loaded == ([] if engine == "torch" else ["onnxruntime", "onnx", "onnxscript"])
+
+
+def test_without_the_extra_the_engine_names_it(served: Served, tmp_path: Path) -> None:
+    from hub_scenarios import MINIMUM
+    from restricted import run_restricted
+
+    code = f"""
+import json
+from wsl_images import Classifier
+from wsl_images.errors import MissingDependencyError
+try:
+    Classifier({MODEL!r}, checkpoint_path={str(served[1]["zip"])!r}, engine="onnxruntime")
+    print(json.dumps("built"))
+except MissingDependencyError as exc:
+    print(json.dumps(str(exc)))
+"""
+    proc = run_restricted(code, distributions=MINIMUM)  # torch and torchvision alone
+    assert proc.returncode == 0, proc.stderr
+    said = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "pip install 'wsl-images[onnxruntime]'" in said and "onnxruntime" in said
+    cli = "import sys; from wsl_images.cli import main; sys.exit(main(sys.argv[1:]))"
+    photo().save(tmp_path / "x.jpg")
+    args = ["classify", "--engine", "onnxruntime", "--checkpoint", str(served[1]["zip"])]
+    args.append(str(tmp_path / "x.jpg"))
+    proc = run_restricted(cli, distributions=MINIMUM, args=args)
+    assert proc.returncode == 1 and "pip install 'wsl-images[onnxruntime]'" in proc.stderr
+
+
+def test_cli_engines_are_the_inference_engines() -> None:
+    from wsl_images.cli._evaluate import ENGINES
+    from wsl_images.inference import ENGINES as INFERENCE
+
+    assert ENGINES == INFERENCE
+
+
+def test_two_ranks_under_torchrun_export_once_and_equal_one(
+    served: Served,
+    images: list[Path],
+    graphs: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from launch import torchrun
+
+    monkeypatch.setenv("WSL_IMAGES_CACHE", str(graphs))
+    common = ["--model", MODEL, "--checkpoint", str(served[1]["zip"]), "--batch-size", "2"]
+    common += ["--workers", "0", "--no-progress", "--engine", "onnxruntime", *map(str, images)]
+    assert _cli(["classify", "--format", "jsonl", *common]) == 1
+    one = capsys.readouterr().out
+    out, cache = tmp_path / "labels.jsonl", tmp_path / "cache"  # a cache without the graph
+    argv = ["-m", "wsl_images", "-v", "classify", "--format", "jsonl", "-o", str(out), *common]
+    proc = torchrun(argv, env={"WSL_IMAGES_CACHE": str(cache)})
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("Exporting onnx-resnet18_ssl-") == 1  # local rank 0; rank 1 finds it
+    merged, alone = (
+        [json.loads(line) for line in text.splitlines()] for text in (out.read_text(), one)
+    )
+    assert [(r["path"], r.get("error")) for r in merged] == [
+        (r["path"], r.get("error")) for r in alone
+    ]
+    for a, b in zip(merged, alone, strict=True):  # ranks run 1 thread each (torchrun's default)
+        for p, q in zip(a.get("predictions", []), b.get("predictions", []), strict=True):
+            assert p["index"] == q["index"] and p["probability"] == pytest.approx(q["probability"])
+
+
+def test_the_extra_installs_what_the_engine_needs() -> None:
+    import tomllib
+
+    from wsl_images.inference._engines import _PACKAGES
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    needed = extras["optional-dependencies"]["onnxruntime"]
+    assert sorted(r.split(">")[0] for r in needed) == sorted(_PACKAGES)
