@@ -42,8 +42,10 @@ def run() -> int:
                 progress=False,
                 context=ctx,
             ).as_dict()
-        finally:
-            shutdown(ctx)
+        except BaseException:
+            shutdown(ctx, wait=False)
+            raise
+        shutdown(ctx)
         result.pop("seconds")
         # wsl-images left its own group; the caller's process group (if any) is still there.
         record = {"result": result, "initialized_after": dist.is_initialized()}

@@ -78,6 +78,25 @@ def test_one_process_needs_no_process_group() -> None:
     assert not dist.is_initialized()
 
 
+def test_shutdown_waits_for_every_rank_unless_on_an_error_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After the last collective, every rank meets at a barrier before tearing its group down
+    (gloo's teardown can block while a peer still uses the connections); on an error path,
+    where the others may never come, it does not wait. Either way the group is released now."""
+    calls: list[str] = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "barrier", lambda group: calls.append(f"barrier:{group}"))
+    destroy = lambda group=None: calls.append(f"destroy:{group}")  # noqa: E731
+    monkeypatch.setattr(dist, "destroy_process_group", destroy)
+    for wait in (True, False):
+        ctx = Context(rank=1, world_size=2)
+        object.__setattr__(ctx, "_group", "ours")
+        shutdown(ctx, wait=wait)
+        assert ctx._group is None
+    assert calls == ["barrier:ours", "destroy:ours", "destroy:ours"]
+
+
 def test_a_rank_that_waits_too_long_says_what_it_waited_for(served: Served, tmp_path: Path) -> None:
     """WSL_IMAGES_DIST_TIMEOUT=2 and rank 0 lists the inputs for 6x longer: rank 1 stops with
     an error that names what it waited for and the variable to raise (not gloo's message)."""
@@ -91,6 +110,7 @@ def test_a_rank_that_waits_too_long_says_what_it_waited_for(served: Served, tmp_
     env = {"SIM_PG_TIMEOUT": "600", "SIM_SLOW_LISTING": "12", TIMEOUT_ENV: "2"}
     proc = torchrun([str(REPO / "tests" / "dist_probe.py"), str(probe), *args], env=env)
     assert proc.returncode != 0
+    assert (probe / "rank1.json").exists(), proc.stderr[-6000:]
     assert json.loads((probe / "rank1.json").read_text())["code"] == 1, proc.stderr[-4000:]
     message = (
         "wsl-images classify: error: Rank 1 of 2 waited 0:00:02 for rank 0 (it lists the inputs "

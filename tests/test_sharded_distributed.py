@@ -94,8 +94,8 @@ def test_two_ranks_write_the_one_process_shards_and_exchange_no_results(
         counts = fresh[rank]["collectives"]
         assert counts == again[rank]["collectives"] == tiny[rank]["collectives"]
         # The verdict on the folder and the plan, the model-loading barrier, one gather of
-        # each rank's failed inputs and completed shards.
-        expected = {"broadcast_object_list": 2, "barrier": 1, "all_gather_object": 1}
+        # each rank's failed inputs and completed shards, the barrier before leaving the group.
+        expected = {"broadcast_object_list": 2, "barrier": 2, "all_gather_object": 1}
         assert counts == expected, counts
 
 

@@ -139,8 +139,10 @@ def _evaluate(args: argparse.Namespace) -> int:
             engine=args.engine,
             decode=args.decode,
         )
-    finally:
-        shutdown(ctx)
+    except BaseException:
+        shutdown(ctx, wait=False)
+        raise
+    shutdown(ctx)
     if ctx.is_main:
         print(result.summary())
         for failure in result.failures[:10]:

@@ -264,8 +264,10 @@ def _run(args: argparse.Namespace, body: Body) -> int:
         paths = Mapped(entries, entry_path)
         clf = ctx.once_per_node(lambda: _classifier(args, ctx))
         failed = ctx.total(body(ctx, clf, entries, paths))
-    finally:
-        shutdown(ctx)
+    except BaseException:
+        shutdown(ctx, wait=False)
+        raise
+    shutdown(ctx)
     if failed and ctx.is_main:
         print(f"wsl-images {args.command}: {failed} of {len(paths)} inputs failed", file=sys.stderr)
     return 1 if failed else 0
@@ -289,8 +291,10 @@ def _run_sharded(args: argparse.Namespace) -> int:
     ctx = init_from_env(args.device)
     try:
         summary = run_sharded(job, build=lambda: _classifier(args, ctx), context=ctx)
-    finally:
-        shutdown(ctx)
+    except BaseException:
+        shutdown(ctx, wait=False)
+        raise
+    shutdown(ctx)
     if ctx.is_main:
         if summary.skipped:
             done = f"{summary.skipped} of {summary.shards} shards were complete already"

@@ -187,7 +187,14 @@ class Context:
                 f"If that work takes longer, set {TIMEOUT_ENV} to more seconds (now "
                 f"{self.wait.total_seconds():g}); otherwise look for a rank that stopped."
             )
+            # The timed-out collective is still in flight in gloo's worker thread: tearing its
+            # group down joins that thread, which blocks until the peer answers or exits. Kept
+            # until this process exits, so that this rank stops now with the message above.
+            _TIMED_OUT_GROUPS.append(self._group)
             raise DistributedTimeoutError(msg) from exc
+
+
+_TIMED_OUT_GROUPS: list[Any] = []  # see Context._waiting
 
 
 def wait_timeout() -> timedelta:
@@ -241,15 +248,24 @@ def init_from_env(device_hint: str | None = None, *, timeout: timedelta | None =
     return ctx
 
 
-def shutdown(ctx: Context) -> None:
-    """Leave the process group (after the last collective); one the caller made stays."""
+def shutdown(ctx: Context, *, wait: bool = True) -> None:
+    """Leave the process group (after the last collective); one the caller made stays.
+
+    ``wait``: first wait for every rank to get here, so that no rank tears its connections down
+    while a peer still uses them (gloo's teardown can then block until the peer's process exits,
+    and torchrun stops a rank still in it once another exits with an error). Pass False on an
+    error path, where the other ranks may never come.
+    """
     if not (ctx.active and dist.is_initialized()):
         return
+    if wait:
+        with ctx._waiting("for every rank to finish"):
+            dist.barrier(group=ctx.group)
     if ctx._owns_world:
         dist.destroy_process_group()
     elif ctx._group is not None:
         dist.destroy_process_group(ctx._group)
-        object.__setattr__(ctx, "_group", None)
+    object.__setattr__(ctx, "_group", None)  # the group's teardown happens here, not later
 
 
 def _gloo_group(timeout: timedelta) -> Any:
