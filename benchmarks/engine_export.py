@@ -101,7 +101,8 @@ def measure(name: str) -> None:
         engine = functools.partial(make, engine="onnxruntime")
         first = timed("onnxruntime, first run", engine)
         later = timed("onnxruntime, later run", engine)
-        graphs = [p for p in cache.rglob("*") if p.is_file() and "graph" in str(p)]
+        # The engine's derived folder: SOURCE~onnx-MODEL-KEY/ (features.onnx and its data).
+        graphs = [p for p in cache.rglob("*") if p.is_file() and "~onnx-" in p.parent.name]
         gb = sum(p.stat().st_size for p in graphs) / 1e9
         print(
             f"  => export (first run - load) {first - load:.1f} s; "
