@@ -258,6 +258,8 @@ def shutdown(ctx: Context, *, wait: bool = True) -> None:
     """
     if not (ctx.active and dist.is_initialized()):
         return
+    if not ctx._owns_world and ctx._group is None:
+        return  # none of ours to leave (never used, or left already)
     if wait:
         with ctx._waiting("for every rank to finish"):
             dist.barrier(group=ctx.group)
