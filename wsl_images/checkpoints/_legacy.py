@@ -20,7 +20,7 @@ bytes read).
 That fast path leans on parts of torch that are not public (the unpickler module, the
 ``_internal`` keyword of ``TypedStorage``, a storage's ``_cdata``). Any failure of it that is
 not a refusal (nor a file shown to be cut short) reads the file with the public
-``torch.load(weights_only=True)`` instead, and logs why; never with ``weights_only=False``.
+``torch.load(weights_only=True)`` instead, and logs why; never with the check turned off.
 So do forms it cannot map: storage views (written only by very old torch versions), a
 big-endian machine's file, quantized storages.
 """
