@@ -20,7 +20,7 @@ import dist_sim
 import platforms
 import torch.distributed as dist
 
-from wsl_images.distributed import init_from_env, shutdown
+from wsl_images.distributed import init_from_env, leaving
 from wsl_images.evaluation import evaluate
 
 
@@ -31,7 +31,7 @@ def run() -> int:
     record: dict[str, Any]
     try:
         ctx = init_from_env("cpu")
-        try:
+        with leaving(ctx):
             result = evaluate(
                 name,
                 data,
@@ -42,10 +42,6 @@ def run() -> int:
                 progress=False,
                 context=ctx,
             ).as_dict()
-        except BaseException:
-            shutdown(ctx, wait=False)
-            raise
-        shutdown(ctx)
         result.pop("seconds")
         # wsl-images left its own group; the caller's process group (if any) is still there.
         record = {"result": result, "initialized_after": dist.is_initialized()}

@@ -19,6 +19,7 @@ from wsl_images.distributed import (
     WAIT_TIMEOUT,
     Context,
     init_from_env,
+    leaving,
     shutdown,
     wait_timeout,
 )
@@ -96,6 +97,18 @@ def test_shutdown_waits_for_every_rank_unless_on_an_error_path(
         assert ctx._group is None
         shutdown(ctx)  # left already: nothing to wait for or destroy
     assert calls == ["barrier:ours", "destroy:ours", "destroy:ours"]
+
+    # leaving(ctx): the same, chosen by how the block ended.
+    calls.clear()
+    ctx = Context(rank=1, world_size=2)
+    object.__setattr__(ctx, "_group", "done")
+    with leaving(ctx):
+        pass
+    ctx = Context(rank=1, world_size=2)
+    object.__setattr__(ctx, "_group", "failed")
+    with pytest.raises(KeyError), leaving(ctx):
+        raise KeyError("a rank's error")
+    assert calls == ["barrier:done", "destroy:done", "destroy:failed"]
 
 
 def test_a_rank_that_waits_too_long_says_what_it_waited_for(served: Served, tmp_path: Path) -> None:

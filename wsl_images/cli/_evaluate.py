@@ -119,11 +119,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     data = _data(args)  # usage errors first: they answer without importing torch
     check_output(args.output)
-    from ..distributed import init_from_env, shutdown
+    from ..distributed import init_from_env, leaving
     from ..evaluation import evaluate
 
     ctx = init_from_env(args.device)
-    try:
+    with leaving(ctx):
         result = evaluate(
             args.name,
             data,
@@ -139,10 +139,6 @@ def _evaluate(args: argparse.Namespace) -> int:
             engine=args.engine,
             decode=args.decode,
         )
-    except BaseException:
-        shutdown(ctx, wait=False)
-        raise
-    shutdown(ctx)
     if ctx.is_main:
         print(result.summary())
         for failure in result.failures[:10]:

@@ -249,11 +249,11 @@ def _run(args: argparse.Namespace, body: Body) -> int:
     _check_args(args)
     if args.output_dir is not None:
         return _run_sharded(args)
-    from ..distributed import init_from_env, shutdown
+    from ..distributed import init_from_env, leaving
     from ..inference import Mapped, entry_path
 
     ctx = init_from_env(args.device)
-    try:
+    with leaving(ctx):
         # Rank 0 alone reads stdin and walks folders; a usage error there stops every rank.
         # One process lists the inputs as the run goes (the first batch need not wait for all).
         entries, error = _inputs(args, lazy=True) if not ctx.active else ([], None)
@@ -264,10 +264,6 @@ def _run(args: argparse.Namespace, body: Body) -> int:
         paths = Mapped(entries, entry_path)
         clf = ctx.once_per_node(lambda: _classifier(args, ctx))
         failed = ctx.total(body(ctx, clf, entries, paths))
-    except BaseException:
-        shutdown(ctx, wait=False)
-        raise
-    shutdown(ctx)
     if failed and ctx.is_main:
         print(f"wsl-images {args.command}: {failed} of {len(paths)} inputs failed", file=sys.stderr)
     return 1 if failed else 0
@@ -275,7 +271,7 @@ def _run(args: argparse.Namespace, body: Body) -> int:
 
 def _run_sharded(args: argparse.Namespace) -> int:
     """--output-dir: each rank writes its own shards; a rerun resumes (wsl_images.jobs)."""
-    from ..distributed import init_from_env, shutdown
+    from ..distributed import init_from_env, leaving
     from ..jobs import ShardJob, run_sharded
 
     job = ShardJob(
@@ -289,12 +285,8 @@ def _run_sharded(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     ctx = init_from_env(args.device)
-    try:
+    with leaving(ctx):
         summary = run_sharded(job, build=lambda: _classifier(args, ctx), context=ctx)
-    except BaseException:
-        shutdown(ctx, wait=False)
-        raise
-    shutdown(ctx)
     if ctx.is_main:
         if summary.skipped:
             done = f"{summary.skipped} of {summary.shards} shards were complete already"

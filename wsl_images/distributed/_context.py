@@ -265,9 +265,21 @@ def shutdown(ctx: Context, *, wait: bool = True) -> None:
             dist.barrier(group=ctx.group)
     if ctx._owns_world:
         dist.destroy_process_group()
-    elif ctx._group is not None:
+    else:
         dist.destroy_process_group(ctx._group)
     object.__setattr__(ctx, "_group", None)  # the group's teardown happens here, not later
+
+
+@contextlib.contextmanager
+def leaving(ctx: Context) -> Iterator[Context]:
+    """``with leaving(ctx):`` runs the block, then :func:`shutdown`: waiting for every rank when
+    the block completed, at once when it raised (the other ranks may never come)."""
+    try:
+        yield ctx
+    except BaseException:
+        shutdown(ctx, wait=False)
+        raise
+    shutdown(ctx)
 
 
 def _gloo_group(timeout: timedelta) -> Any:
