@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -78,7 +79,19 @@ def run() -> int:
     record = {"code": code, "collectives": dict(calls), "written": written}
     (out / f"rank{os.environ['RANK']}.json").write_text(json.dumps(record))
     done()
+    if code and os.environ["RANK"] == "0":
+        _await_records(out, int(os.environ["WORLD_SIZE"]))
     return code
+
+
+def _await_records(out: Path, world_size: int, *, patience: float = 60) -> None:
+    """Rank 0 exits with an error last: torchrun stops the other ranks when it does, and each
+    must have written its record by then."""
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        if all((out / f"rank{r}.json").exists() for r in range(world_size)):
+            return
+        time.sleep(0.05)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,14 @@ def test_one_process_needs_no_process_group() -> None:
     assert not dist.is_initialized()
 
 
+def test_only_the_main_rank_exits_with_the_runs_failure() -> None:
+    """torchrun stops every rank once one exits non-zero: only rank 0, which reports, may."""
+    assert Context().exit_status(failed=True) == 1  # one process
+    assert Context(rank=0, world_size=2).exit_status(failed=True) == 1
+    assert Context(rank=1, world_size=2).exit_status(failed=True) == 0
+    assert Context(rank=0, world_size=2).exit_status(failed=False) == 0
+
+
 def test_shutdown_waits_for_every_rank_unless_on_an_error_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

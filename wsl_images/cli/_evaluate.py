@@ -150,4 +150,4 @@ def _evaluate(args: argparse.Namespace) -> int:
             with open_output(args.output) as out:
                 json.dump(result.as_dict(), out, indent=1)
                 out.write("\n")
-    return 1 if result.failed else 0
+    return ctx.exit_status(failed=result.failed > 0)

@@ -266,7 +266,7 @@ def _run(args: argparse.Namespace, body: Body) -> int:
         failed = ctx.total(body(ctx, clf, entries, paths))
     if failed and ctx.is_main:
         print(f"wsl-images {args.command}: {failed} of {len(paths)} inputs failed", file=sys.stderr)
-    return 1 if failed else 0
+    return ctx.exit_status(failed=failed > 0)
 
 
 def _run_sharded(args: argparse.Namespace) -> int:
@@ -294,7 +294,7 @@ def _run_sharded(args: argparse.Namespace) -> int:
         if summary.failed:
             failed = f"{summary.failed} of {summary.inputs} inputs failed"
             print(f"wsl-images {args.command}: {failed}", file=sys.stderr)
-    return 1 if summary.failed else 0
+    return ctx.exit_status(failed=summary.failed > 0)
 
 
 def _classifier(args: argparse.Namespace, ctx: Context) -> Classifier:

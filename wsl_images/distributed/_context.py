@@ -158,6 +158,12 @@ class Context:
         """The sum of ``value`` over all ranks, on every rank."""
         return int(self.sum(torch.tensor([value], dtype=torch.int64))[0])
 
+    def exit_status(self, *, failed: bool) -> int:
+        """The process's exit code for a run that ``failed`` (some inputs, on any rank): 1 on the
+        main rank, which reports the run, and 0 on the others. torchrun stops every rank once one
+        exits non-zero, so a failing exit anywhere else could cut rank 0's report short."""
+        return 1 if failed and self.is_main else 0
+
     def once_per_node(self, build: Callable[[], T]) -> T:
         """``build()`` on local rank 0 first (downloads land in the cache once per node), then
         on the other ranks, which find the file there."""
