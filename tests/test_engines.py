@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,11 @@ from imagegen import photo, write_bad
 from server import FileServer
 
 from wsl_images import Classifier, clear_cache, download, scan_cache, verify_cache
-from wsl_images.errors import ExportError, ImageDecodeError, InvalidInputError
-from wsl_images.inference import _graph
-from wsl_images.inference._engines import check_engine
+from wsl_images.errors import ExportError, ImageDecodeError, InvalidInputError, WslImagesError
+from wsl_images.inference import _graph, _optimised
+from wsl_images.inference._engines import OnnxRuntimeEngine, check_engine
 
-pytest.importorskip("onnxruntime")
+ort = pytest.importorskip("onnxruntime")
 
 REPO = Path(__file__).resolve().parents[1]
 Served = tuple[FileServer, dict[str, Path]]
@@ -117,7 +118,7 @@ def test_the_graph_is_exported_once_and_a_changed_byte_is_never_loaded(
     assert len(exports) == 1
     Classifier(MODEL, **kwargs, engine="onnxruntime")
     assert len(exports) == 1  # found in the cache: nothing built
-    (folder,) = (isolated_cache / ".wsl-images" / "derived").iterdir()
+    (folder,) = (isolated_cache / ".wsl-images" / "derived").glob("*~onnx-*")
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
         "about.json",
         "features.onnx",
@@ -154,13 +155,107 @@ def test_a_cached_checkpoints_graph_is_verified_and_cleared_with_it(served: Serv
     url = f"{server.url}/{files['zip'].name}"
     Classifier(MODEL, checkpoint_path=url, workers=0, progress=False, engine="onnxruntime")
     (entry,) = scan_cache()
-    (graph,) = entry.derived
+    graph, saved = sorted(entry.derived, key=lambda d: d.key)  # the graph, onnxruntime's own
     assert graph.folder and graph.verified and graph.key.startswith(f"onnx-{MODEL}-")
+    assert saved.folder and saved.verified and saved.key.startswith(f"ort-{MODEL}-")
     assert graph.path.parent.name == "derived" and graph.size > 40_000_000
     assert verify_cache() == []
     removed = clear_cache([entry.path.name])
-    assert graph.path in removed and not graph.path.exists()
+    assert {graph.path, saved.path} <= set(removed)
+    assert not (graph.path.exists() or saved.path.exists())
     assert download(url, progress=False).is_file()  # the cache works as before
+
+
+def _derived(cache: Path, kind: str) -> list[Path]:
+    return sorted((cache / ".wsl-images" / "derived").glob(f"*~{kind}-*"))
+
+
+def test_onnxruntimes_optimised_graph_is_saved_once_per_cpu_kind_and_checked(
+    served: Served, images: list[Path], isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first session saves what onnxruntime makes of the graph for this CPU; later ones
+    load it as it is, with the same features as a session that optimises the graph itself. A
+    CPU that onnxruntime treats differently gets its own; a changed byte is never loaded."""
+    kwargs = {"checkpoint_path": served[1]["zip"], "workers": 0, "progress": False}
+    first = Classifier(MODEL, **kwargs, engine="onnxruntime")
+    (saved,) = _derived(isolated_cache, "ort")
+    about = json.loads((saved / "about.json").read_text())
+    assert about["max_abs_diff"] <= 1e-4 and len(about["cpu_fingerprint"]) == 16
+    made = {p.name: p.stat().st_mtime_ns for p in saved.iterdir()}
+    assert "features.ort.onnx.data" in made
+    later = Classifier(MODEL, **kwargs, engine="onnxruntime")
+    engine = later._engine
+    assert isinstance(engine, OnnxRuntimeEngine) and engine.optimised
+    level = engine.session.get_session_options().graph_optimization_level
+    assert level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # loaded as saved
+    assert {p.name: p.stat().st_mtime_ns for p in saved.iterdir()} == made  # nothing remade
+    (graph,) = _derived(isolated_cache, "onnx")
+    live = OnnxRuntimeEngine(graph / _graph.GRAPH, torch.device("cpu"), torch.get_num_threads())
+    assert not live.optimised
+    batch = torch.rand(3, 3, 224, 224)
+    assert torch.equal(engine.features(batch), live.features(batch))
+    good = _good(images)[:3]
+    expected = first.embed(good)
+    assert torch.equal(later.embed(good), expected)
+    # Another kind of CPU sharing the cache: its own saved graph, this one untouched.
+    monkeypatch.setattr(_optimised, "_FINGERPRINT", ["0123456789abcdef"])
+    Classifier(MODEL, **kwargs, engine="onnxruntime")
+    assert len(_derived(isolated_cache, "ort")) == 2 and saved in _derived(isolated_cache, "ort")
+    assert {p.name: p.stat().st_mtime_ns for p in saved.iterdir()} == made
+    monkeypatch.undo()
+    # A changed byte: refused, made again from the graph (which is not exported again). (The
+    # sessions above map the file: changed in place, not replaced as the cache does, their
+    # weights change too, so they are not asked again.)
+    data = saved / "features.ort.onnx.data"
+    with open(data, "r+b") as f:
+        f.seek(data.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x10]))
+    again = Classifier(MODEL, **kwargs, engine="onnxruntime")
+    assert again._engine.optimised  # type: ignore[attr-defined]
+    assert torch.equal(again.embed(good), expected)
+
+
+def test_the_cpu_fingerprint_is_taken_in_the_cache_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What onnxruntime makes of a probe graph on this CPU, taken in a scratch folder of the
+    cache (nothing written elsewhere, nothing left), once per process."""
+    monkeypatch.setattr(_optimised, "_FINGERPRINT", [])
+    first = _optimised.cpu_fingerprint(tmp_path / "cache")
+    assert len(first) == 16 and [first] == _optimised._FINGERPRINT
+    monkeypatch.setattr(_optimised, "_FINGERPRINT", [])
+    assert _optimised.cpu_fingerprint(tmp_path / "other") == first  # the CPU's, not the folder's
+    for folder in (tmp_path / "cache", tmp_path / "other"):
+        assert sorted(p.name for p in folder.rglob("*")) == [".wsl-images", "derived"]
+
+
+def test_without_a_saved_optimised_graph_the_engine_optimises_at_each_start(
+    served: Served, images: list[Path], isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A saved graph that does not give the live session's features is not kept; a cache that
+    cannot hold one (read-only) is not an error. Either way the session optimises the graph."""
+    kwargs = {"checkpoint_path": served[1]["zip"], "workers": 0, "progress": False}
+    reference = Classifier(MODEL, **kwargs, engine="torch").embed(_good(images)[:2])
+    tolerance = _optimised._TOLERANCE
+    monkeypatch.setattr(_optimised, "_TOLERANCE", -1.0)  # any difference, even none, is too big
+    clf = Classifier(MODEL, **kwargs, engine="onnxruntime")
+    assert not clf._engine.optimised  # type: ignore[attr-defined]
+    assert _derived(isolated_cache, "ort") == [] and len(_derived(isolated_cache, "onnx")) == 1
+    monkeypatch.setattr(_optimised, "_TOLERANCE", tolerance)
+    keep = _optimised.cache.keep_derived_files
+
+    def read_only(source: Path, key: str, make: Callable[[Path], None]) -> Path:
+        if not key.startswith("ort-"):
+            return keep(source, key, make)
+        raise WslImagesError(f"Cannot keep {key} in the cache folder (read-only file system).")
+
+    monkeypatch.setattr(_optimised.cache, "keep_derived_files", read_only)
+    clf = Classifier(MODEL, **kwargs, engine="onnxruntime")
+    assert not clf._engine.optimised  # type: ignore[attr-defined]
+    cosine = torch.nn.functional.cosine_similarity(clf.embed(_good(images)[:2]), reference)
+    assert float(cosine.min()) >= 0.9999
 
 
 def test_engine_threads_are_the_models(

@@ -16,6 +16,7 @@ a download starts.
   files derived from a source, by key (large: an engine's graph; published whole, each file
   trusted by its record once hashed); :func:`content_source`: the stand-in source of a file
   outside the cache, known by its sha256 (a user's checkpoint), to derive from;
+  :func:`scratch_folder`: a passing folder inside the cache for a maker's intermediate files;
 - :func:`scan_cache`, :func:`verify_cache`, :func:`clear_cache`: management (by file name; the
   caller names the files it knows).
 
@@ -30,7 +31,7 @@ user), ``_manage`` (scan, verify, clear).
 from __future__ import annotations
 
 from .._util import hash_prefix_of
-from ._bundles import keep_derived_files, load_derived_files
+from ._bundles import keep_derived_files, load_derived_files, scratch_folder
 from ._derive import keep_derived, load_derived
 from ._http import TransferOptions
 from ._manage import BadFile, CacheEntry, DerivedFile, clear_cache, scan_cache, verify_cache
@@ -69,6 +70,7 @@ __all__ = [
     "mirror_url",
     "remove_source",
     "scan_cache",
+    "scratch_folder",
     "sha256_of",
     "source_sha256",
     "verify_cache",

@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -35,6 +35,7 @@ from ..errors import WslImagesError
 from . import _records
 from ._lock import file_lock
 from ._paths import (
+    DERIVED,
     Failures,
     content_sha256,
     derived_path,
@@ -43,7 +44,14 @@ from ._paths import (
     why_not_removed,
 )
 
-__all__ = ["Check", "check_folder", "folder_size", "keep_derived_files", "load_derived_files"]
+__all__ = [
+    "Check",
+    "check_folder",
+    "folder_size",
+    "keep_derived_files",
+    "load_derived_files",
+    "scratch_folder",
+]
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +133,25 @@ def keep_derived_files(source: Path, key: str, make: Callable[[Path], None]) -> 
         for name, (_, file_sha) in files.items():  # hashed above: later loads only stat them
             _records.remember(target / name, file_sha, at=_record_at(target, name))
     return target
+
+
+@contextlib.contextmanager
+def scratch_folder(folder: Path) -> Iterator[Path]:
+    """An empty folder for a maker's passing files, among the derived files of the cache
+    ``folder`` (a temp name: left by a crash, the next cleanup removes it), removed on exit.
+    :class:`WslImagesError` if the cache cannot hold it (read-only, full)."""
+    target = meta_dir(folder) / DERIVED / "scratch"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        meta_dir(folder, create=True)
+        scratch = target.with_name(temp_name(target.name))
+        scratch.mkdir()
+    except OSError as exc:
+        raise _cannot_keep(target, exc) from exc
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def check_folder(folder: Path, source_sha: str | None, *, mode: Mode) -> Check:

@@ -38,6 +38,7 @@ __all__ = [
     "TorchEngine",
     "check_engine",
     "pooled_features",
+    "session_options",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,33 +97,47 @@ class TorchEngine:
             return pooled_features(self.model, x).float()
 
 
+def session_options(threads: int, *, optimise: bool = True) -> Any:
+    """The onnxruntime engine's session options, measured on ResNet-50 (docs/benchmarks.md):
+    every graph optimisation (BatchNorm folded, convolutions fused with their activations,
+    NCHWc blocked layout: ENABLE_EXTENDED alone is 0.7x), or none with ``optimise=False`` (a
+    graph saved optimised); one operator at a time (the graph is a chain: inter-op parallelism
+    has nothing to run), the memory arena on (batches of one size reuse its buffers), and
+    ``threads`` intra-op threads that sleep between batches rather than spin, so decoding
+    workers get the cores while a batch is being decoded."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    level = ort.GraphOptimizationLevel
+    options.graph_optimization_level = level.ORT_ENABLE_ALL if optimise else level.ORT_DISABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = True
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only: its warnings are about its own choices
+    return options
+
+
 class OnnxRuntimeEngine:
     """An ONNX Runtime session on the graph at ``graph`` (input NCHW float32, output the pooled
-    features), with ``threads`` intra-op threads. Session options, measured on ResNet-50
-    (docs/benchmarks.md): every graph optimisation (BatchNorm folded, convolutions fused with
-    their activations, NCHWc blocked layout: ENABLE_EXTENDED alone is 0.7x), one operator at
-    a time (the graph is a chain: inter-op parallelism has nothing to run), the memory arena
-    on (batches of one size reuse its buffers), and threads that sleep between batches rather
-    than spin, so decoding workers get the cores while a batch is being decoded."""
+    features), with ``threads`` intra-op threads (options: :func:`session_options`);
+    ``optimised``: the graph is onnxruntime's own optimised one, saved for this CPU kind
+    (:mod:`._optimised`), loaded as it is."""
 
     name: EngineName = "onnxruntime"
 
-    def __init__(self, graph: Path, device: torch.device, threads: int) -> None:
+    def __init__(
+        self, graph: Path, device: torch.device, threads: int, *, optimised: bool = False
+    ) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.enable_cpu_mem_arena = True
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3  # errors only: its warnings are about its own choices
+        options = session_options(threads, optimise=not optimised)
         providers: list[Any] = ["CPUExecutionProvider"]
         if device.type == "cuda":
             cuda = ("CUDAExecutionProvider", {"device_id": device.index or 0})
             providers = [cuda, *providers]
-        self.device, self.threads = device, threads
+        self.device, self.threads, self.optimised = device, threads, optimised
         self.session = ort.InferenceSession(str(graph), options, providers=providers)
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name

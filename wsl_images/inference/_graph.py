@@ -12,6 +12,8 @@ the source: a cached file by its path (its sha256 from its record), a user's loc
 sha256 (:func:`wsl_images.cache.content_source`; hashed on each run, seconds for gigabytes), so
 the export writes nothing outside the cache. Later runs find it by key and load it after a
 ``stat`` of each file; ``cache verify`` hashes it, ``cache clear`` removes it with its source.
+On the CPU, the session loads onnxruntime's own optimised version of it, saved for this CPU
+kind (:mod:`._optimised`), so that it starts without optimising.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .. import cache
 from ..export import export_onnx
 from ._engines import OnnxRuntimeEngine, PooledFeatures
+from ._optimised import obtain_optimised
 
 if TYPE_CHECKING:
     import torch
@@ -68,18 +71,10 @@ def graph_key(spec: dict[str, Any]) -> str:
     return f"onnx-{spec['model']}-{digest[:16]}"
 
 
-def obtain_graph(
-    model: ResNet,
-    weights: Weights,
-    checkpoint: Path,
-    *,
-    cached: bool,
-    cache_dir: str | os.PathLike[str] | None,
-) -> Path:
-    """The graph file of ``model`` (CPU, float32, holding the weights of ``checkpoint``;
-    ``cached``: a verified file of the cache, else a user's file), exported into the cache
-    the first time, found there afterwards."""
-    source = checkpoint if cached else cache.content_source(cache.sha256_of(checkpoint), cache_dir)
+def obtain_graph(model: ResNet, weights: Weights, source: Path) -> Path:
+    """The graph file of ``model`` (CPU, float32, holding the weights of the checkpoint
+    ``source``: a verified file of the cache, or the stand-in of a user's file), exported into
+    the cache the first time, found there afterwards."""
     spec = graph_spec(weights)
     key = graph_key(spec)
     found = cache.load_derived_files(source, key)
@@ -114,5 +109,11 @@ def onnxruntime_engine(
     import torch
 
     path, cached = checkpoint
-    graph = obtain_graph(model, weights, path, cached=cached, cache_dir=cache_dir)
-    return OnnxRuntimeEngine(graph, device, torch.get_num_threads())
+    threads = torch.get_num_threads()
+    source = path if cached else cache.content_source(cache.sha256_of(path), cache_dir)
+    graph = obtain_graph(model, weights, source)
+    if device.type == "cpu":  # what its CPU provider makes of the graph, saved for this CPU kind
+        saved = obtain_optimised(graph, source, graph_key(graph_spec(weights)), threads)
+        if saved is not None:
+            return OnnxRuntimeEngine(saved, device, threads, optimised=True)
+    return OnnxRuntimeEngine(graph, device, threads)
