@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 OPTIMISED = "features.ort.onnx"
 _ABOUT = "about.json"
 _RECIPE = 1  # bump when the saved graph changes for the same versions (options, probe)
-_TOLERANCE = 1e-4  # largest difference allowed between the saved graph's features and the live
+_TOLERANCE = 1e-4  # the most the saved graph's features may differ from the live session's
 
 
 def optimised_key(graph_key: str, fingerprint: str) -> str:
