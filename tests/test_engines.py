@@ -4,6 +4,7 @@ exported once per checkpoint and kept in the cache, refused when changed, its op
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,7 +17,13 @@ from imagegen import photo, write_bad
 from server import FileServer
 
 from wsl_images import Classifier, clear_cache, download, scan_cache, verify_cache
-from wsl_images.errors import ExportError, ImageDecodeError, InvalidInputError, WslImagesError
+from wsl_images.errors import (
+    ExportError,
+    ImageDecodeError,
+    InvalidInputError,
+    MissingDependencyError,
+    WslImagesError,
+)
 from wsl_images.inference import _graph, _optimised
 from wsl_images.inference._engines import OnnxRuntimeEngine, check_engine
 
@@ -460,11 +467,46 @@ def test_two_ranks_under_torchrun_export_once_and_equal_one(
             assert p["index"] == q["index"] and p["probability"] == pytest.approx(q["probability"])
 
 
-def test_the_extra_installs_what_the_engine_needs() -> None:
+def test_the_extras_install_what_the_engine_and_export_need() -> None:
     import tomllib
 
-    from wsl_images.inference._engines import _PACKAGES
+    from wsl_images._util import ENGINE_ONNXRUNTIME, EXPORT_ONNXRUNTIME, ONNX_PACKAGES
 
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    needed = extras["optional-dependencies"]["onnxruntime"]
-    assert sorted(r.split(">")[0] for r in needed) == sorted(_PACKAGES)
+    floors = {"onnx": EXPORT_ONNXRUNTIME, "onnxruntime": ENGINE_ONNXRUNTIME}
+    for extra, floor in {**floors, "test": ENGINE_ONNXRUNTIME}.items():
+        listed = extras["optional-dependencies"][extra]
+        needed = dict(r.split(">=") for r in listed if r.split(">=")[0] in ONNX_PACKAGES)
+        assert set(needed) == set(ONNX_PACKAGES), extra
+        assert needed["onnxruntime"] == ".".join(map(str, floor)), extra
+
+
+@pytest.mark.parametrize(
+    ("version", "engine", "export"),
+    [("1.17.3", False, False), ("1.20.0+cu118", False, True), ("1.20.1", False, True),
+     ("1.21.0", True, True), ("1.22.0.dev20250101", True, True), ("custom", True, True)],
+)  # fmt: skip
+def test_an_onnxruntime_too_old_is_named_before_any_work(
+    version: str, engine: bool, export: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before 1.18 onnxruntime cannot read the graphs the exporter writes (IR version 10), and
+    before 1.21 it cannot reload the optimised graph the engine saves: the engine and export
+    say so, naming the version and the command, instead of failing inside onnxruntime."""
+    from wsl_images import export_model
+
+    monkeypatch.setattr(ort, "__version__", version)
+    cpu = torch.device("cpu")
+    found = re.escape(version)
+    if engine:
+        assert check_engine("onnxruntime", cpu, None) == "onnxruntime"
+    else:
+        said = rf"onnxruntime >= 1\.21 .*found {found}: pip install -U 'onnxruntime>=1\.21'"
+        with pytest.raises(MissingDependencyError, match=said):
+            check_engine("onnxruntime", cpu, None)
+        with pytest.raises(MissingDependencyError, match=said):
+            Classifier(MODEL, workers=0, engine="onnxruntime", cache_dir=tmp_path)
+    if not export:
+        said = rf"onnxruntime >= 1\.18, found {found}.*pip install -U 'onnxruntime>=1\.18'"
+        with pytest.raises(MissingDependencyError, match=said):
+            export_model("resnet18_ssl", tmp_path / "m.onnx", format="onnx")
+    assert list(tmp_path.iterdir()) == []  # refused before any download or file

@@ -12,7 +12,6 @@ torch is imported inside the functions, so the CLI's parser can read this module
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import warnings
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .._util import atomic_folder
+from .._util import EXPORT_ONNXRUNTIME, atomic_folder, missing_onnx_packages, outdated_onnxruntime
 from ..errors import ExportError, InvalidInputError, MissingDependencyError
 from ._onnx_data import keep_published, name_external_data, remove_stale_data
 
@@ -39,7 +38,6 @@ FORMATS: tuple[Format, ...] = ("onnx", "torchscript")
 # differences are ~1e-5 (ONNX Runtime's kernels sum in another order); a wrong graph is off by 0.1+.
 ATOL = 1e-3
 RTOL = 1e-3
-_ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
 # Weights above this go to an external data file (torch's own threshold; tests lower it).
 _EXTERNAL_DATA_BYTES = 1536 * 1024**2
 # (trace batch, check batches). A dynamic ONNX graph is traced with 2 (torch.export specialises
@@ -232,11 +230,19 @@ def compare_outputs(
 
 
 def _require_onnx() -> None:
-    missing = [p for p in _ONNX_PACKAGES if importlib.util.find_spec(p) is None]
+    missing = missing_onnx_packages()
     if missing:
         msg = (
             f"ONNX export needs the optional packages {', '.join(missing)}: "
             "pip install 'wsl-images[onnx]' (or pip install onnx onnxruntime onnxscript)."
+        )
+        raise MissingDependencyError(msg)
+    old = outdated_onnxruntime(EXPORT_ONNXRUNTIME)
+    if old is not None:  # the parity check runs the exported graph in onnxruntime
+        floor = ".".join(map(str, EXPORT_ONNXRUNTIME))
+        msg = (
+            f"ONNX export checks the exported graph in onnxruntime >= {floor}, found {old}, "
+            f"which cannot read it: pip install -U 'onnxruntime>={floor}'."
         )
         raise MissingDependencyError(msg)
 

@@ -16,7 +16,6 @@ numbers whatever the engine. onnxruntime is an optional extra, imported only by 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import torch
 from torch import nn
 
+from .._util import ENGINE_ONNXRUNTIME, missing_onnx_packages, outdated_onnxruntime
 from ..errors import InvalidInputError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 EngineName = Literal["torch", "onnxruntime"]
 ENGINES: tuple[EngineName, ...] = ("torch", "onnxruntime")
 INSTALL = "pip install 'wsl-images[onnxruntime]'"
-# What the onnxruntime engine needs: the runtime, and the exporter that makes its graph.
-_PACKAGES = ("onnxruntime", "onnx", "onnxscript")
 
 
 def pooled_features(model: ResNet, x: torch.Tensor) -> torch.Tensor:
@@ -160,11 +158,21 @@ def check_engine(
         raise InvalidInputError(msg)
     if engine == "torch":
         return "torch"
-    missing = [p for p in _PACKAGES if importlib.util.find_spec(p) is None]
+    # The runtime, and the exporter that makes its graph.
+    missing = missing_onnx_packages()
     if missing:
         msg = (
             f"engine='onnxruntime' needs the optional packages {', '.join(missing)}, which are "
             f"not installed: {INSTALL} (or use the default engine='torch')."
+        )
+        raise MissingDependencyError(msg)
+    old = outdated_onnxruntime(ENGINE_ONNXRUNTIME)
+    if old is not None:
+        floor = ".".join(map(str, ENGINE_ONNXRUNTIME))
+        msg = (
+            f"engine='onnxruntime' needs onnxruntime >= {floor} (older ones cannot reload the "
+            f"graph it saves optimised for this CPU), found {old}: pip install -U "
+            f"'onnxruntime>={floor}' (or use the default engine='torch')."
         )
         raise MissingDependencyError(msg)
     if autocast_dtype is not None:
