@@ -109,10 +109,16 @@ def reference(root: Path, checkpoint: Path, device: torch.device, dtype: str) ->
     return len(evalset.files) / (time.perf_counter() - start)
 
 
+def batch_for(args: argparse.Namespace, engine: str) -> int:
+    """--batch-size, else evaluate's default for the engine (on a CPU: torch 8, onnxruntime 32)."""
+    return args.batch_size or default_batch_size(torch.device(args.device), MODEL, engine=engine)
+
+
 def ceiling(count: int, args: argparse.Namespace, checkpoint: Path, engine: str = "torch") -> float:
     """The model alone on ready-made, normalised batches (torch: channels_last)."""
     device = torch.device(args.device)
-    sizes = [min(args.batch_size, count - s) for s in range(0, count, args.batch_size)]
+    size = batch_for(args, engine)
+    sizes = [min(size, count - s) for s in range(0, count, size)]
     if engine != "torch":
         clf = Classifier(MODEL, checkpoint_path=checkpoint, device=device, engine=engine)
         return _ceiling_of(lambda x: clf.model.fc(clf._engine.features(x)), sizes, device)
@@ -178,13 +184,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, help="default: evaluate's (8 CPU, 64 GPU)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="default: evaluate's (on a CPU torch 8, onnxruntime 32; on a GPU by model size)",
+    )
     parser.add_argument("--workers", type=int, help="evaluate's decoding workers (default auto)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=list(_DTYPES), default="float32")
     parser.add_argument("--engines", default="torch,onnxruntime")
     args = parser.parse_args()
-    args.batch_size = args.batch_size or default_batch_size(torch.device(args.device))
     os.environ.setdefault("WSL_IMAGES_CACHE", str(WORK / "cache"))
     root, checkpoint = make_evalset(args.images), make_checkpoint()
     device = torch.device(args.device)
@@ -193,9 +202,11 @@ def main() -> None:
         engines = [e for e in engines if e == "torch"]
     print(
         f"{args.images} JPEGs 500x375 in 1000 WordNet-id folders, {MODEL} architecture, "
-        f"{args.device} {args.dtype}, batch {args.batch_size}, {torch.get_num_threads()} threads"
+        f"{args.device} {args.dtype}, batch "
+        + ", ".join(f"{e} {batch_for(args, e)}" for e in engines)
+        + f", {torch.get_num_threads()} threads"
     )
-    ceiling(args.batch_size, args, checkpoint)  # process warm-up (oneDNN, allocator, CUDA)
+    ceiling(batch_for(args, "torch"), args, checkpoint)  # process warm-up (oneDNN, allocator, CUDA)
     for engine in engines:
         if engine != "torch":  # its graph is exported on first use: not in the rounds
             start = time.perf_counter()
@@ -211,9 +222,13 @@ def main() -> None:
         )
     pairs = [(f"evaluate/{e}", f"ceiling/{e}") for e in engines]
     pairs += [(f"evaluate/{e}", "reference") for e in engines]
-    pairs += [
-        (f"{m}/{e}", f"{m}/torch") for e in engines if e != "torch" for m in ("ceiling", "evaluate")
-    ]
+    if "torch" in engines:
+        pairs += [
+            (f"{m}/{e}", f"{m}/torch")
+            for e in engines
+            if e != "torch"
+            for m in ("ceiling", "evaluate")
+        ]
     ratios: dict[str, list[float]] = {f"{a} / {b}": [] for a, b in pairs}
     for r in range(args.rounds):
         names = list(timers)

@@ -356,9 +356,25 @@ def test_sharded_runs_record_the_engine_and_refuse_another(
     assert "engine 'torch' there, 'onnxruntime' now" in capsys.readouterr().err
 
 
-def test_evaluate_with_either_engine(served: Served, graphs: Path, tmp_path: Path) -> None:
+def test_evaluate_with_either_engine(
+    served: Served, graphs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same scores; on a CPU each engine at its own default batch (torch 8: its activations
+    stay in the CPU's cache; onnxruntime 32: its rate is flat, fewer calls gain a little)."""
     from wsl_images import evaluate
-    from wsl_images.evaluation import imagenet_wnids
+    from wsl_images.evaluation import _evaluate, default_batch_size, imagenet_wnids
+
+    cpu = torch.device("cpu")
+    assert default_batch_size(cpu) == default_batch_size(cpu, engine="torch") == 8
+    assert default_batch_size(cpu, engine="onnxruntime") == 32
+    built: dict[str, int] = {}
+
+    def spy(*args: object, **kwargs: object) -> Classifier:
+        clf = Classifier(*args, **kwargs)  # type: ignore[arg-type]
+        built[clf.engine] = clf.batch_size
+        return clf
+
+    monkeypatch.setattr(_evaluate, "Classifier", spy)
 
     wnids = imagenet_wnids()
     for c in range(3):
@@ -376,6 +392,7 @@ def test_evaluate_with_either_engine(served: Served, graphs: Path, tmp_path: Pat
         )
         for engine in ("torch", "onnxruntime")
     }
+    assert built == {"torch": 8, "onnxruntime": 32}
     t, o = results["torch"], results["onnxruntime"]
     assert (o.engine, t.engine) == ("onnxruntime", "torch")
     assert (o.top1, o.top5, o.count) == (t.top1, t.top5, t.count)
