@@ -8,8 +8,10 @@ exits with the command's exit code. The environment may ask for simulations (:mo
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -70,6 +72,10 @@ def _recorded(
 
 def run() -> int:
     out, argv = Path(sys.argv[1]), sys.argv[2:]
+    if hasattr(faulthandler, "register"):  # not on Windows, where torchrun is not tested
+        # torchrun stops the other ranks with SIGTERM once one exits with an error: a rank
+        # still busy then says where it was (every thread's stack) before it goes.
+        faulthandler.register(signal.SIGTERM, all_threads=True, chain=True)
     platforms.models_on_cpu()
     done = dist_sim.apply()
     for name in COLLECTIVES:  # our code calls them as dist.NAME: patched at the module
@@ -89,9 +95,11 @@ def _await_records(out: Path, world_size: int, *, patience: float = 60) -> None:
     must have written its record by then."""
     deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
-        if all((out / f"rank{r}.json").exists() for r in range(world_size)):
+        missing = [r for r in range(world_size) if not (out / f"rank{r}.json").exists()]
+        if not missing:
             return
         time.sleep(0.05)
+    print(f"dist_probe: ranks {missing} wrote no record in {patience:g} s", file=sys.stderr)
 
 
 if __name__ == "__main__":
