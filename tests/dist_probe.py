@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -72,10 +71,8 @@ def _recorded(
 
 def run() -> int:
     out, argv = Path(sys.argv[1]), sys.argv[2:]
-    if hasattr(faulthandler, "register"):  # not on Windows, where torchrun is not tested
-        # torchrun stops the other ranks with SIGTERM once one exits with an error: a rank
-        # still busy then says where it was (every thread's stack) before it goes.
-        faulthandler.register(signal.SIGTERM, all_threads=True, chain=True)
+    if os.environ["RANK"] != "0":
+        _outlive_sigterm()
     platforms.models_on_cpu()
     done = dist_sim.apply()
     for name in COLLECTIVES:  # our code calls them as dist.NAME: patched at the module
@@ -85,21 +82,21 @@ def run() -> int:
     record = {"code": code, "collectives": dict(calls), "written": written}
     (out / f"rank{os.environ['RANK']}.json").write_text(json.dumps(record))
     done()
-    if code and os.environ["RANK"] == "0":
-        _await_records(out, int(os.environ["WORLD_SIZE"]))
     return code
 
 
-def _await_records(out: Path, world_size: int, *, patience: float = 60) -> None:
-    """Rank 0 exits with an error last: torchrun stops the other ranks when it does, and each
-    must have written its record by then."""
-    deadline = time.monotonic() + patience
-    while time.monotonic() < deadline:
-        missing = [r for r in range(world_size) if not (out / f"rank{r}.json").exists()]
-        if not missing:
-            return
-        time.sleep(0.05)
-    print(f"dist_probe: ranks {missing} wrote no record in {patience:g} s", file=sys.stderr)
+def _outlive_sigterm() -> None:
+    """Keep this rank running to its record when torchrun stops it.
+
+    torchrun sends SIGTERM to the other ranks as soon as one exits with an error (rank 0 does
+    when inputs failed), then SIGKILL 30 s later. A rank still leaving the process group then
+    must finish and write its record: gloo's teardown on torch 2.1 can wait until its peer's
+    process has exited, so rank 0 cannot wait for the records without both waiting. The rank
+    prints every thread's stack (where it was) and goes on.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    if hasattr(faulthandler, "register"):  # not on Windows, where torchrun is not tested
+        faulthandler.register(signal.SIGTERM, all_threads=True, chain=True)
 
 
 if __name__ == "__main__":
