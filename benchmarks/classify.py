@@ -1,7 +1,7 @@
 """Images/s of ``wsl-images classify`` and ``embed`` per engine, against the reference loop and
 the model alone, in one run.
 
-    python benchmarks/classify.py [--images 200] [--rounds 2] [--batch-size 32] [--workers N]
+    python benchmarks/classify.py [--images 200] [--rounds 2] [--batch-size N] [--workers N]
         [--shard-size 64] [--engines torch,onnxruntime]
         [--methods reference,ceiling,classify,embed,sharded] [--resume]
 
@@ -55,7 +55,9 @@ from generated import MODEL, checkpoint, photo  # noqa: E402
 
 from wsl_images import Classifier  # noqa: E402
 from wsl_images.cli import main as cli_main  # noqa: E402
+from wsl_images.inference import batch_size_for  # noqa: E402
 from wsl_images.models import get_model  # noqa: E402
+from wsl_images.zoo import get_weights  # noqa: E402
 
 WORK = REPO / "benchmarks" / ".work"
 CPU: dict[str, list[float]] = {}  # CPU seconds per image, per run, by method/engine
@@ -99,6 +101,12 @@ def reference_loop(paths: list[Path], checkpoint: Path) -> float:
             output = model(preprocess(image).unsqueeze(0))
         torch.nn.functional.softmax(output[0], dim=0).topk(5)
     return len(paths) / (time.perf_counter() - start)
+
+
+def batch_for(args: argparse.Namespace, engine: str) -> int:
+    """--batch-size, else classify's default for the engine on a CPU (torch 8, onnxruntime 32)."""
+    gflops = get_weights(MODEL).meta["gflops"]
+    return args.batch_size or batch_size_for(torch.device("cpu"), gflops, engine=engine)
 
 
 def ceiling(count: int, batch_size: int, checkpoint: Path, engine: str = "torch") -> float:
@@ -160,7 +168,7 @@ def _single_file(
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / ("labels.jsonl" if command == "classify" else "features.npy")
         argv = [command, str(folder), "--model", MODEL, "--checkpoint", str(checkpoint)]
-        argv += ["--batch-size", str(args.batch_size), "-o", str(out), "--engine", engine]
+        argv += ["--batch-size", str(batch_for(args, engine)), "-o", str(out), "--engine", engine]
         argv += ["--format", "jsonl"] if command == "classify" else []
         argv += ["--no-progress"] + (["--workers", str(args.workers)] if args.workers else [])
         start, cpu = time.perf_counter(), _cpu_seconds()
@@ -194,7 +202,7 @@ def _sharded_argv(
     folder: Path, out: Path, args: argparse.Namespace, checkpoint: Path, engine: str = "torch"
 ) -> list[str]:
     argv = ["classify", str(folder), "--model", MODEL, "--checkpoint", str(checkpoint)]
-    argv += ["--batch-size", str(args.batch_size), "--output-dir", str(out)]
+    argv += ["--batch-size", str(batch_for(args, engine)), "--output-dir", str(out)]
     argv += ["--shard-size", str(args.shard_size), "--no-progress", "--engine", engine]
     return argv + (["--workers", str(args.workers)] if args.workers else [])
 
@@ -246,7 +254,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--batch-size", type=int, help="default: classify's per engine (torch 8, onnxruntime 32)"
+    )
     parser.add_argument("--workers", type=int, default=0, help="0: classify's default")
     parser.add_argument("--shard-size", type=int, default=64, help="for the sharded run")
     parser.add_argument("--engines", default="torch,onnxruntime")
@@ -259,12 +269,13 @@ def main() -> None:
     checkpoint = make_checkpoint()
     engines = [e for e in args.engines.split(",") if e]
     print(f"{len(paths)} JPEGs 500x375, {MODEL} architecture, {torch.get_num_threads()} threads")
-    ceiling(args.batch_size, args.batch_size, checkpoint)  # process warm-up (oneDNN, allocator)
+    warm = batch_for(args, "torch")
+    ceiling(warm, warm, checkpoint)  # process warm-up (oneDNN, allocator)
     for engine in engines:
         if engine != "torch":
             first_run(engine, checkpoint)
     per_engine = {
-        "ceiling": lambda e: ceiling(len(paths), args.batch_size, checkpoint, e),
+        "ceiling": lambda e: ceiling(len(paths), batch_for(args, e), checkpoint, e),
         "classify": lambda e: classify(folder, len(paths), args, checkpoint, e),
         "embed": lambda e: embed(folder, len(paths), args, checkpoint, e),
         "sharded": lambda e: sharded(folder, len(paths), args, checkpoint, e),

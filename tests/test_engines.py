@@ -24,7 +24,7 @@ from wsl_images.errors import (
     MissingDependencyError,
     WslImagesError,
 )
-from wsl_images.inference import _graph, _optimised
+from wsl_images.inference import _graph, _optimised, batch_size_for
 from wsl_images.inference._engines import OnnxRuntimeEngine, check_engine
 
 ort = pytest.importorskip("onnxruntime")
@@ -280,6 +280,22 @@ def test_engine_threads_are_the_models(
         torch.set_num_threads(before)
     options = clf._engine.session.get_session_options()  # type: ignore[attr-defined]
     assert options.intra_op_num_threads == 1
+
+
+def test_each_engine_has_its_own_cpu_batch(served: Served, graphs: Path) -> None:
+    """On a CPU torch runs batches of 8 (its activations stay in the processor's cache) and
+    onnxruntime 32 (its rate is flat, fewer calls gain a little); a GPU's follows the model."""
+    kwargs = {"checkpoint_path": served[1]["zip"], "cache_dir": graphs, "workers": 0}
+    built = {
+        engine: Classifier(MODEL, **kwargs, device="cpu", progress=False, engine=engine)
+        for engine in ("torch", "onnxruntime")
+    }
+    assert {engine: clf.batch_size for engine, clf in built.items()} == {
+        "torch": 8,
+        "onnxruntime": 32,
+    }
+    gpu = torch.device("cuda")
+    assert batch_size_for(gpu, 4.0, engine="onnxruntime") == batch_size_for(gpu, 4.0) == 256
 
 
 def test_bad_engine_options_are_usage_errors() -> None:

@@ -91,7 +91,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--batch-size",
         type=_positive,
-        help="images per forward (default: 32 on a CPU; on a GPU by model size, 256 for ResNet-50)",
+        help=(
+            "images per forward (default: on a CPU 8, or 32 with --engine onnxruntime; on a GPU "
+            "by model size, 256 for ResNet-50)"
+        ),
     )
     p.add_argument("--workers", type=_natural, help="decoding processes (default: auto)")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda:N, mps")

@@ -173,7 +173,7 @@ def evaluate(
             check_hash=check_hash,
             mmap=mmap,
             device=where,
-            batch_size=batch_size or default_batch_size(where, weights.name, engine=engine),
+            batch_size=batch_size,  # None: classify's default, as default_batch_size says
             workers=workers,
             autocast=dtype,
             progress=progress,
@@ -207,19 +207,13 @@ def _check_head(clf: Classifier, checkpoint: str | os.PathLike[str] | None) -> N
 def default_batch_size(
     device: torch.device, name: str | None = None, *, engine: str = "torch"
 ) -> int:
-    """On a CPU, 8 images per forward for the torch engine and 32 for onnxruntime; on a GPU,
-    classify's default for model ``name`` (256 for ResNet-50, fewer for bigger models; 64 when
-    no model is named).
-
-    On a CPU a ResNet-50 batch of 8 keeps torch's largest activations (26 MB) in the processor's
-    cache; a batch of 32 (103 MB) spills to memory and ran at 0.7x the images/s on the
-    development machine (benchmarks/evaluate.py). onnxruntime's blocked kernels run at the same
-    rate at any batch size, and fewer, larger calls gain a little: 23.6 against 22.4 images/s
-    end to end at 32 and 8. A GPU needs big batches to be kept busy.
-    """
-    if device.type == "cpu":
-        return 32 if engine == "onnxruntime" else 8
-    return 64 if name is None else batch_size_for(device, get_weights(name).meta["gflops"])
+    """Classify's default (:class:`~wsl_images.inference.Classifier`): on a CPU 8 images per
+    forward for the torch engine and 32 for onnxruntime; on a GPU by model ``name``'s GFLOPs
+    (256 for ResNet-50, fewer for bigger models; 64 when no model is named)."""
+    if name is None and device.type != "cpu":
+        return 64
+    gflops = 0.0 if name is None else get_weights(name).meta["gflops"]
+    return batch_size_for(device, gflops, engine=engine)
 
 
 def _scan(ctx: Context, data: str | os.PathLike[str], limit: int | None) -> EvalSet:

@@ -72,11 +72,12 @@ class Classifier:
     ``mmap``: map a local ``checkpoint_path`` file instead of reading it (see ``get_model``:
     then saving that file again in place changes the weights this classifier uses).
     ``device``: None/"auto" (CUDA, else MPS, else CPU), "cpu", "cuda:1", "mps"...
-    ``batch_size``: images per forward (None: 32 on a CPU; on a GPU by the model's GFLOPs, 256
-    for ResNet-50). ``workers``: DataLoader processes that decode (None: 1 per 4 cores for a CPU
-    model, every core but one for a GPU; 0: decode in this process). ``autocast``:
-    "bfloat16"/"float16" run the forward under ``torch.autocast`` (mixed precision, for GPUs;
-    the weights stay float32; bfloat16 is float16 where the device lacks it).
+    ``batch_size``: images per forward (None: on a CPU 8, or 32 for the onnxruntime engine; on a
+    GPU by the model's GFLOPs, 256 for ResNet-50). ``workers``: DataLoader processes that
+    decode (None: 1 per 4 cores for a CPU model, every core but one for a GPU; 0: decode in
+    this process). ``autocast``: "bfloat16"/"float16" run the forward under
+    ``torch.autocast`` (mixed precision, for GPUs; the weights stay float32; bfloat16 is
+    float16 where the device lacks it).
     ``progress``: download and tqdm bars (on a TTY only). ``cache_dir``: where downloaded
     weights are kept (default: the cache's, see the README). ``name`` may be an alias
     (``ig_resnext101_32x8d``, timm's names); ``.name`` is then the model it names.
@@ -94,7 +95,7 @@ class Classifier:
     Methods take a list of images or one image alone (a path, PIL image or CHW tensor: a batch
     of one, e.g. ``predict("cat.jpg")`` returns a list of one result).
     ``engine``: what runs the forward pass: "torch" (default), or "onnxruntime" (CPU batch
-    jobs: ~1.5x on CPUs; float32; the extra ``wsl-images[onnxruntime]``): its ONNX graph is
+    jobs: 1.3-1.6x on CPUs; float32; the extra ``wsl-images[onnxruntime]``): its ONNX graph is
     exported once per checkpoint, checked, and kept in the cache (docs/inference.md).
 
     >>> clf = Classifier("resnet50_swsl")
@@ -141,8 +142,11 @@ class Classifier:
         self.engine = check_engine(engine, self.device, self.autocast_dtype)  # before the load
         self.progress = progress
         self._load(name, checkpoint_path, check_hash, mmap, cache_dir, num_classes, labels)
-        # The model (inferred from a checkpoint, maybe) decides what fills a GPU's batch.
-        self.batch_size = batch_size or batch_size_for(self.device, self.weights.meta["gflops"])
+        # The model (inferred from a checkpoint, maybe) decides what fills a GPU's batch; the
+        # engine, a CPU's.
+        self.batch_size = batch_size or batch_size_for(
+            self.device, self.weights.meta["gflops"], engine=self.engine
+        )
         self.decoder = decoder_for(decode, self.device, self.geometry)
         self.decode = "cpu" if self.decoder is None else self.decoder.mode
 
