@@ -420,6 +420,9 @@ def test_evaluate_with_either_engine(
 def test_only_the_onnxruntime_engine_imports_onnxruntime(
     engine: str, served: Served, tmp_path: Path
 ) -> None:
+    """The torch engine imports none of the ONNX packages; the onnxruntime engine's first run
+    exports (all three), a later run in a new process loads what is kept: onnxruntime alone
+    (onnx and onnxscript cost 1.3 s to import)."""
     code = f"""
 import json, sys, torch
 from wsl_images import Classifier
@@ -428,12 +431,31 @@ clf = Classifier({MODEL!r}, checkpoint_path={str(served[1]["zip"])!r}, workers=0
 clf.predict([torch.zeros(3, 40, 50, dtype=torch.uint8)], top_k=2)
 print(json.dumps([m for m in ("onnxruntime", "onnx", "onnxscript") if m in sys.modules]))
 """
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False
+
+    def loaded() -> list[str]:
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False
+        )
+        assert proc.returncode == 0, proc.stderr
+        return list(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+    if engine == "torch":
+        assert loaded() == []
+        return
+    assert loaded() == ["onnxruntime", "onnx", "onnxscript"]  # the first run exports
+    kept = sorted(p.name for p in (tmp_path / ".wsl-images" / "derived").iterdir())
+    assert loaded() == ["onnxruntime"]
+    assert sorted(p.name for p in (tmp_path / ".wsl-images" / "derived").iterdir()) == kept
+
+
+def test_the_shipped_cpu_probe_is_its_recipe() -> None:
+    """The CPU fingerprint's probe graph ships with the package (read without importing onnx);
+    it is what its recipe builds."""
+    onnx = pytest.importorskip("onnx")
+    shipped = onnx.load_from_string(_optimised.probe_graph())
+    assert shipped == onnx.load_from_string(_optimised.build_probe_graph()), (
+        "run: python tools/update_probe.py"
     )
-    assert proc.returncode == 0, proc.stderr
-    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert loaded == ([] if engine == "torch" else ["onnxruntime", "onnx", "onnxscript"])
 
 
 def test_without_the_extra_the_engine_names_it(served: Served, tmp_path: Path) -> None:

@@ -19,10 +19,12 @@ kind (:mod:`._optimised`), so that it starts without optimising.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,8 +50,6 @@ _RECIPE = 1  # bump when the graph changes for the same versions (inputs, output
 
 def graph_spec(weights: Weights) -> dict[str, Any]:
     """Everything that shapes the graph of ``weights``' architecture, besides the checkpoint."""
-    import onnx
-    import onnxscript
     import torch
 
     crop = weights.preprocessing.crop
@@ -60,9 +60,18 @@ def graph_spec(weights: Weights) -> dict[str, Any]:
         "output": f"features: float32 N x {weights.arch.num_features}, pooled",
         "exporter": "torch.onnx.export(dynamo=True), default opset",
         "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxscript": onnxscript.__version__,
+        "onnx": _version("onnx"),
+        "onnxscript": _version("onnxscript"),
     }
+
+
+def _version(package: str) -> str:
+    """An installed package's version, read from its metadata: importing onnx and onnxscript
+    only to read it would cost every later run 1.3 s (they are needed for the export alone)."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:  # importable without metadata (a source checkout)
+        return str(importlib.import_module(package).__version__)
 
 
 def graph_key(spec: dict[str, Any]) -> str:

@@ -5,9 +5,10 @@ At its highest level ONNX Runtime folds BatchNorm, fuses activations and sums in
 convolutions and reorders them into its blocked NCHWc layout, whose block is the CPU's vector
 width (8 floats with AVX2, 16 with AVX-512). The saved result is only right where ONNX Runtime
 makes the same choices, so its key names the onnxruntime version and a fingerprint of those
-choices: the graph that ONNX Runtime makes of a tiny probe (convolutions, a sum, pools; about
-20 ms, once per process, in a scratch folder of the cache). A mixed cluster sharing one cache
-keeps one saved graph per kind of CPU.
+choices: a digest of the graph that ONNX Runtime writes for a tiny probe shipped with the package
+(convolutions, a sum, pools; about 20 ms, once per process, in a scratch folder of the cache,
+without importing onnx). A mixed cluster sharing one cache keeps one saved graph per kind of
+CPU.
 
 It is made once per (engine graph, onnxruntime version, fingerprint): a session at the highest
 level writes it, weights as external data; a second session loads it with optimisations off,
@@ -23,6 +24,7 @@ import hashlib
 import json
 import logging
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +32,20 @@ from .. import cache
 from ..errors import WslImagesError
 from ._engines import session_options
 
-__all__ = ["OPTIMISED", "cpu_fingerprint", "obtain_optimised", "optimised_key"]
+__all__ = [
+    "OPTIMISED",
+    "PROBE",
+    "build_probe_graph",
+    "cpu_fingerprint",
+    "obtain_optimised",
+    "optimised_key",
+    "probe_graph",
+]
 
 log = logging.getLogger(__name__)
 
 OPTIMISED = "features.ort.onnx"
+PROBE = "data/ort_probe.onnx"  # the CPU probe graph, shipped in the package
 _ABOUT = "about.json"
 _RECIPE = 1  # bump when the saved graph changes for the same versions (options, probe)
 _TOLERANCE = 1e-4  # the most the saved graph's features may differ from the live session's
@@ -140,25 +151,30 @@ _FINGERPRINT: list[str] = []
 
 
 def _take_fingerprint(cache_folder: Path) -> str:
-    import onnx
+    # The probe ships with the package and the result is hashed as written, so that a later
+    # run does not import onnx (0.8 s): the same onnxruntime writes the same bytes for the same
+    # choices (checked across processes and thread counts), and any other difference only
+    # makes a key of its own, never a wrong match.
     import onnxruntime as ort
 
     with cache.scratch_folder(cache_folder) as scratch:
         options = session_options(1)
         options.optimized_model_filepath = str(scratch / "probe.onnx")
-        ort.InferenceSession(_probe_graph(), options, providers=["CPUExecutionProvider"])
-        made = onnx.load(str(scratch / "probe.onnx"))
-    choices: list[Any] = [
-        [node.domain, node.op_type, sorted(map(onnx.helper.printable_attribute, node.attribute))]
-        for node in made.graph.node
-    ]
-    choices += [[tensor.name, list(tensor.dims)] for tensor in made.graph.initializer]
-    return hashlib.sha256(json.dumps(choices).encode()).hexdigest()[:16]
+        ort.InferenceSession(probe_graph(), options, providers=["CPUExecutionProvider"])
+        made = (scratch / "probe.onnx").read_bytes()
+    return hashlib.sha256(made).hexdigest()[:16]
 
 
-def _probe_graph() -> bytes:
+def probe_graph() -> bytes:
+    """The probe graph as shipped (``wsl_images/data/ort_probe.onnx``, written by
+    :func:`build_probe_graph`)."""
+    return resources.files("wsl_images").joinpath(PROBE).read_bytes()
+
+
+def build_probe_graph() -> bytes:
     """A tiny graph with what the ResNets have: 7x7 and 1x1 convolutions on 3 and 24 channels
-    (not a multiple of 16: the blocked weights show the block), ReLU, a residual sum, pools."""
+    (not a multiple of 16: the blocked weights show the block), ReLU, a residual sum, pools.
+    ``python tools/update_probe.py`` writes it into the package (needs onnx)."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
