@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -23,7 +24,7 @@ from wsl_images import (
     verify_cache,
 )
 from wsl_images._util import host_id
-from wsl_images.cache import _records, get_cache_dir
+from wsl_images.cache import _records, file_sha256, get_cache_dir
 from wsl_images.cache._paths import derived_path
 from wsl_images.models import checkpoint_file
 
@@ -227,3 +228,26 @@ def test_clear_on_the_command_line_reports_what_was_left(
     out, err = capsys.readouterr()
     assert out == f"removed {filled['zip']}\n"
     assert f"could not be removed and were left as they were:\n  {filled['legacy']}: " in err
+
+
+def test_a_users_file_is_hashed_once_per_process_while_it_is_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint outside the cache, whose sha256 names what is derived from it: hashed once
+    per process while its identity holds, hashed again once replaced; nothing is written."""
+    monkeypatch.setattr(_records, "_files", {})
+    hashed: list[Path] = []
+    real = _records.sha256_of
+    monkeypatch.setattr(_records, "sha256_of", lambda p: hashed.append(p) or real(p))
+    ckpt = tmp_path / "finetuned.pth"
+    ckpt.write_bytes(b"a" * 4096)
+    first = file_sha256(ckpt)
+    assert first == hashlib.sha256(b"a" * 4096).hexdigest()
+    assert file_sha256(ckpt) == first and hashed == [ckpt]
+    # Saved again as most tools save (a new file renamed over it), same size, mtime set back.
+    stat = ckpt.stat()
+    (tmp_path / "new.pth").write_bytes(b"b" * 4096)
+    os.replace(tmp_path / "new.pth", ckpt)
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert file_sha256(ckpt) == hashlib.sha256(b"b" * 4096).hexdigest() and len(hashed) == 2
+    assert sorted(tmp_path.iterdir()) == [ckpt]

@@ -17,6 +17,7 @@ from imagegen import photo, write_bad
 from server import FileServer
 
 from wsl_images import Classifier, clear_cache, download, scan_cache, verify_cache
+from wsl_images.cache import _records as records
 from wsl_images.errors import (
     ExportError,
     ImageDecodeError,
@@ -353,9 +354,17 @@ def test_sharded_runs_record_the_engine_and_refuse_another(
 ) -> None:
     monkeypatch.setenv("WSL_IMAGES_CACHE", str(graphs))
     out = tmp_path / "out"
-    argv = ["embed", "--model", MODEL, "--checkpoint", str(served[1]["zip"]), "--no-progress"]
+    checkpoint = served[1]["zip"]
+    argv = ["embed", "--model", MODEL, "--checkpoint", str(checkpoint), "--no-progress"]
     argv += ["--workers", "0", "--output-dir", str(out), "--shard-size", "4", *map(str, images)]
+    # The local checkpoint's sha256 names its graph and goes into run.json: it is read once.
+    monkeypatch.setattr(records, "_files", {})
+    hashed: list[Path] = []
+    real = records.sha256_of
+    monkeypatch.setattr(records, "sha256_of", lambda p: hashed.append(Path(p)) or real(p))
     assert _cli([*argv, "--engine", "onnxruntime"]) == 1
+    assert hashed.count(checkpoint) == 1
+    assert json.loads((out / "run.json").read_text())["checkpoint_sha256"] == real(checkpoint)
     assert json.loads((out / "run.json").read_text())["options"]["engine"] == "onnxruntime"
     rows = np.concatenate([np.load(p) for p in sorted(out.glob("shard-*.npy"))])
     assert rows.shape == (len(_good(images)), 512)

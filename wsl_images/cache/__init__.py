@@ -16,6 +16,7 @@ a download starts.
   files derived from a source, by key (large: an engine's graph; published whole, each file
   trusted by its record once hashed); :func:`content_source`: the stand-in source of a file
   outside the cache, known by its sha256 (a user's checkpoint), to derive from;
+  :func:`file_sha256`: that sha256, hashed once per process while the file is unchanged;
   :func:`scratch_folder`: a passing folder inside the cache for a maker's intermediate files;
 - :func:`scan_cache`, :func:`verify_cache`, :func:`clear_cache`: management (by file name; the
   caller names the files it knows).
@@ -44,7 +45,7 @@ from ._paths import (
     get_cache_dir,
     is_offline,
 )
-from ._records import sha256_of
+from ._records import file_sha256, sha256_of
 from ._store import download_url, loadable, mirror_url, remove_source, source_sha256
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "derived_path",
     "derived_paths",
     "download_url",
+    "file_sha256",
     "filename_from_url",
     "get_cache_dir",
     "hash_prefix_of",

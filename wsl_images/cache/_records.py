@@ -36,7 +36,16 @@ from pathlib import Path
 from .._util import atomic_file
 from ._paths import Failures, meta_dir, record_path, remove_file
 
-__all__ = ["Record", "forget", "identity", "read", "remember", "sha256_of", "trusted_sha256"]
+__all__ = [
+    "Record",
+    "file_sha256",
+    "forget",
+    "identity",
+    "read",
+    "remember",
+    "sha256_of",
+    "trusted_sha256",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +61,7 @@ _AVOID = (
 _hashed: dict[str, tuple[Identity, str]] = {}  # path -> (identity, sha256) hashed by this process
 _bad: dict[str, Identity] = {}  # path -> identity found bad by this process (its record stays?)
 _hashed_lock = threading.Lock()
+_files: dict[str, tuple[Identity, str]] = {}  # user's files outside the cache, as hashed here
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,22 @@ def sha256_of(path: Path) -> str:
         while n := f.readinto(buf):
             digest.update(view[:n])
     return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file outside the cache (a user's checkpoint), hashed once per process
+    while its identity holds: a run that needs it twice (the onnxruntime engine's graph key,
+    a sharded run's ``run.json``) reads a 3.3 GB file once. Nothing is written anywhere."""
+    key, before = os.path.abspath(path), identity(path)
+    with _hashed_lock:
+        known = _files.get(key)
+    if known is not None and known[0] == before:
+        return known[1]
+    sha = sha256_of(path)
+    if identity(path) == before:  # not changed while it was read: its hash is the file's
+        with _hashed_lock:
+            _files[key] = (before, sha)
+    return sha
 
 
 def identity(path: Path) -> Identity:

@@ -119,7 +119,7 @@ def onnxruntime_engine(
 
     path, cached = checkpoint
     threads = torch.get_num_threads()
-    source = path if cached else cache.content_source(cache.sha256_of(path), cache_dir)
+    source = path if cached else cache.content_source(cache.file_sha256(path), cache_dir)
     graph = obtain_graph(model, weights, source)
     if device.type == "cpu":  # what its CPU provider makes of the graph, saved for this CPU kind
         saved = obtain_optimised(graph, source, graph_key(graph_spec(weights)), threads)

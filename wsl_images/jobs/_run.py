@@ -52,7 +52,6 @@ __all__ = ["DEFAULT_SHARD_SIZE", "ShardJob", "ShardSummary", "run_sharded"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_CHUNK = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -196,11 +195,9 @@ def _checkpoint_sha256(name: str, checkpoint: str | None, check_hash: bool) -> s
         from ..models import source_sha256
 
         return source_sha256(checkpoint or name, check_hash=check_hash)
-    digest = hashlib.sha256()
-    with open(Path(checkpoint).expanduser(), "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    from ..cache import file_sha256
+
+    return file_sha256(Path(checkpoint).expanduser())
 
 
 def _finish(folder: Path, spec: RunSpec, failed: int, published: set[int]) -> None:
