@@ -9,9 +9,10 @@ derived folder of the checkpoint (:func:`wsl_images.cache.keep_derived_files`), 
 naming the model and a digest of everything that shapes the graph: the input size, the output,
 the versions of the exporter (torch, onnx, onnxscript) and of this recipe. The checkpoint is
 the source: a cached file by its path (its sha256 from its record), a user's local file by its
-sha256 (:func:`wsl_images.cache.content_source`; hashed on each run, seconds for gigabytes), so
-the export writes nothing outside the cache. Later runs find it by key and load it after a
-``stat`` of each file; ``cache verify`` hashes it, ``cache clear`` removes it with its source.
+sha256 (:func:`wsl_images.cache.content_source`; hashed once per process, seconds for
+gigabytes), so the export writes nothing outside the cache. Later runs find it by key and load
+it after a ``stat`` of each file; ``cache verify`` hashes it, ``cache clear`` removes it with
+its source.
 On the CPU, the session loads onnxruntime's own optimised version of it, saved for this CPU
 kind (:mod:`._optimised`), so that it starts without optimising.
 """

@@ -6,7 +6,7 @@ convolutions and reorders them into its blocked NCHWc layout, whose block is the
 width (8 floats with AVX2, 16 with AVX-512). The saved result is only right where ONNX Runtime
 makes the same choices, so its key names the onnxruntime version and a fingerprint of those
 choices: a digest of the graph that ONNX Runtime writes for a tiny probe shipped with the package
-(convolutions, a sum, pools; about 20 ms, once per process, in a scratch folder of the cache,
+(convolutions, a sum, pools; about 7 ms, once per process, in a scratch folder of the cache,
 without importing onnx). A mixed cluster sharing one cache keeps one saved graph per kind of
 CPU.
 
