@@ -235,7 +235,7 @@ def test_a_users_file_is_hashed_once_per_process_while_it_is_unchanged(
 ) -> None:
     """A checkpoint outside the cache, whose sha256 names what is derived from it: hashed once
     per process while its identity holds, hashed again once replaced; nothing is written."""
-    monkeypatch.setattr(_records, "_files", {})
+    monkeypatch.setattr(_records, "_hashed", {})
     hashed: list[Path] = []
     real = _records.sha256_of
     monkeypatch.setattr(_records, "sha256_of", lambda p: hashed.append(p) or real(p))

@@ -358,7 +358,7 @@ def test_sharded_runs_record_the_engine_and_refuse_another(
     argv = ["embed", "--model", MODEL, "--checkpoint", str(checkpoint), "--no-progress"]
     argv += ["--workers", "0", "--output-dir", str(out), "--shard-size", "4", *map(str, images)]
     # The local checkpoint's sha256 names its graph and goes into run.json: it is read once.
-    monkeypatch.setattr(records, "_files", {})
+    monkeypatch.setattr(records, "_hashed", {})
     hashed: list[Path] = []
     real = records.sha256_of
     monkeypatch.setattr(records, "sha256_of", lambda p: hashed.append(Path(p)) or real(p))

@@ -61,7 +61,6 @@ _AVOID = (
 _hashed: dict[str, tuple[Identity, str]] = {}  # path -> (identity, sha256) hashed by this process
 _bad: dict[str, Identity] = {}  # path -> identity found bad by this process (its record stays?)
 _hashed_lock = threading.Lock()
-_files: dict[str, tuple[Identity, str]] = {}  # user's files outside the cache, as hashed here
 
 
 @dataclass(frozen=True)
@@ -112,13 +111,13 @@ def file_sha256(path: Path) -> str:
     a sharded run's ``run.json``) reads a 3.3 GB file once. Nothing is written anywhere."""
     key, before = os.path.abspath(path), identity(path)
     with _hashed_lock:
-        known = _files.get(key)
+        known = _hashed.get(key)
     if known is not None and known[0] == before:
         return known[1]
     sha = sha256_of(path)
     if identity(path) == before:  # not changed while it was read: its hash is the file's
         with _hashed_lock:
-            _files[key] = (before, sha)
+            _hashed[key] = (before, sha)
     return sha
 
 
