@@ -26,7 +26,8 @@ from wsl_images.errors import (
     WslImagesError,
 )
 from wsl_images.inference import _graph, _optimised, batch_size_for
-from wsl_images.inference._engines import OnnxRuntimeEngine, check_engine
+from wsl_images.inference._engines import OnnxRuntimeEngine, check_engine, session_options
+from wsl_images.inference._onnxwire import without_node_names
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -237,6 +238,52 @@ def test_the_cpu_fingerprint_is_taken_in_the_cache_and_leaves_nothing(
     assert _optimised.cpu_fingerprint(tmp_path / "other") == first  # the CPU's, not the folder's
     for folder in (tmp_path / "cache", tmp_path / "other"):
         assert sorted(p.name for p in folder.rglob("*")) == [".wsl-images", "derived"]
+
+
+def test_the_cpu_fingerprint_leaves_out_the_names_onnxruntime_gives_its_nodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """onnxruntime names the nodes it adds in an order that varies between sessions, so the
+    fingerprint reads what it writes without node names (from the wire format, as onnx parses
+    it) and every session on this CPU gives one fingerprint, hence one saved graph."""
+    onnx = pytest.importorskip("onnx")
+    options = session_options(1)
+    options.optimized_model_filepath = str(tmp_path / "probe.onnx")
+    ort.InferenceSession(_optimised.probe_graph(), options, providers=["CPUExecutionProvider"])
+    written = onnx.load_from_string((tmp_path / "probe.onnx").read_bytes())
+    unnamed = onnx.load_from_string((tmp_path / "probe.onnx").read_bytes())
+    for node in unnamed.graph.node:
+        node.ClearField("name")
+    stripped = without_node_names((tmp_path / "probe.onnx").read_bytes())
+    assert onnx.load_from_string(stripped) == unnamed  # the rest as written
+
+    renamed = onnx.load_from_string(written.SerializeToString())
+    for i, node in enumerate(reversed(renamed.graph.node)):
+        node.name = f"ReorderOutput_token_{i}"
+    original = without_node_names(written.SerializeToString())
+    assert without_node_names(renamed.SerializeToString()) == original
+    other = onnx.load_from_string(written.SerializeToString())
+    other.graph.initializer[0].dims[0] += 16  # another block: another graph
+    assert without_node_names(other.SerializeToString()) != original
+    other = onnx.load_from_string(written.SerializeToString())
+    other.graph.node[0].op_type += "x"
+    assert without_node_names(other.SerializeToString()) != original
+
+    taken = set()
+    for _ in range(8):
+        monkeypatch.setattr(_optimised, "_FINGERPRINT", [])
+        taken.add(_optimised.cpu_fingerprint(tmp_path / "cache"))
+    assert len(taken) == 1
+
+
+@pytest.mark.parametrize(
+    "data", [b"\x0a\x05ab", b"\x80", b"\x0b", b"\x09\x01", b"\x08" + b"\xff" * 11]
+)
+def test_bytes_that_are_not_protobuf_are_refused(data: bytes) -> None:
+    """Cut short, an obsolete wire type, a varint over 64 bits: ValueError (the engine then
+    optimises at each start), never an endless loop or a wrong reading."""
+    with pytest.raises(ValueError):
+        without_node_names(data)
 
 
 def test_without_a_saved_optimised_graph_the_engine_optimises_at_each_start(

@@ -7,8 +7,8 @@ width (8 floats with AVX2, 16 with AVX-512). The saved result is only right wher
 makes the same choices, so its key names the onnxruntime version and a fingerprint of those
 choices: a digest of the graph that ONNX Runtime writes for a tiny probe shipped with the package
 (convolutions, a sum, pools; about 7 ms, once per process, in a scratch folder of the cache,
-without importing onnx). A mixed cluster sharing one cache keeps one saved graph per kind of
-CPU.
+without importing onnx), the names of the nodes it adds left out (:mod:`._onnxwire`). A mixed
+cluster sharing one cache keeps one saved graph per kind of CPU.
 
 It is made once per (engine graph, onnxruntime version, fingerprint): a session at the highest
 level writes it, weights as external data; a second session loads it with optimisations off,
@@ -31,6 +31,7 @@ from typing import Any
 from .. import cache
 from ..errors import WslImagesError
 from ._engines import session_options
+from ._onnxwire import without_node_names
 
 __all__ = [
     "OPTIMISED",
@@ -151,10 +152,11 @@ _FINGERPRINT: list[str] = []
 
 
 def _take_fingerprint(cache_folder: Path) -> str:
-    # The probe ships with the package and the result is hashed as written, so that a later
-    # run does not import onnx (0.8 s): the same onnxruntime writes the same bytes for the same
-    # choices (checked across processes and thread counts), and any other difference only
-    # makes a key of its own, never a wrong match.
+    # The probe ships with the package and the result is read from its bytes, so that a later
+    # run does not import onnx (0.8 s). What onnxruntime writes is hashed without the names it
+    # gives the nodes it adds: their order varies from session to session (on an AVX-512 CPU about
+    # a third of the sessions swapped two), which made two keys, so two saved graphs, for one
+    # CPU. Any other difference only makes a key of its own, never a wrong match.
     import onnxruntime as ort
 
     with cache.scratch_folder(cache_folder) as scratch:
@@ -162,7 +164,7 @@ def _take_fingerprint(cache_folder: Path) -> str:
         options.optimized_model_filepath = str(scratch / "probe.onnx")
         ort.InferenceSession(probe_graph(), options, providers=["CPUExecutionProvider"])
         made = (scratch / "probe.onnx").read_bytes()
-    return hashlib.sha256(made).hexdigest()[:16]
+    return hashlib.sha256(without_node_names(made)).hexdigest()[:16]
 
 
 def probe_graph() -> bytes:
