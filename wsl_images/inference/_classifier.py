@@ -95,7 +95,7 @@ class Classifier:
     Methods take a list of images or one image alone (a path, PIL image or CHW tensor: a batch
     of one, e.g. ``predict("cat.jpg")`` returns a list of one result).
     ``engine``: what runs the forward pass: "torch" (default), or "onnxruntime" (CPU batch
-    jobs: 1.3-1.6x on CPUs; float32; the extra ``wsl-images[onnxruntime]``): its ONNX graph is
+    jobs: 1.25-1.55x on CPUs; float32; the extra ``wsl-images[onnxruntime]``): its ONNX graph is
     exported once per checkpoint, checked, and kept in the cache (docs/inference.md).
 
     >>> clf = Classifier("resnet50_swsl")

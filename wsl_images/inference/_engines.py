@@ -4,7 +4,7 @@
   ``torch.autocast`` when asked), on any device torch has.
 - ``onnxruntime``: an ONNX graph of the same forward (exported once per checkpoint and kept in
   the cache: :mod:`._graph`), run by ONNX Runtime: its CPU provider, or its CUDA provider where
-  ``onnxruntime-gpu`` is installed. On CPUs it runs ResNet-50 1.3-1.6x as fast as the torch
+  ``onnxruntime-gpu`` is installed. On CPUs it runs ResNet-50 1.25-1.55x as fast as the torch
   engine, each at its own batch (its kernels fuse BatchNorm into the convolutions and use a
   blocked channel layout). It gets the threads the torch engine would get
   (``torch.get_num_threads()``), float32 only.
