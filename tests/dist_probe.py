@@ -90,9 +90,9 @@ def _outlive_sigterm() -> None:
 
     torchrun sends SIGTERM to the other ranks as soon as one exits with an error (rank 0 does
     when inputs failed), then SIGKILL 30 s later. A rank still leaving the process group then
-    must finish and write its record: gloo's teardown on torch 2.1 can wait until its peer's
-    process has exited, so rank 0 cannot wait for the records without both waiting. The rank
-    prints every thread's stack (where it was) and goes on.
+    must finish and write its record, so rank 0 does not wait for the records. The rank prints
+    every thread's stack (where it was) and goes on: a rank that never reaches its record (as
+    one did in gloo's teardown on torch 2.1, waiting for the GIL it held) shows where it hung.
     """
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     if hasattr(faulthandler, "register"):  # not on Windows, where torchrun is not tested

@@ -4,6 +4,7 @@ a rank raises when the others take longer than it (under torchrun, 2 CPU process
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from wsl_images.distributed import (
     TIMEOUT_ENV,
     WAIT_TIMEOUT,
     Context,
+    _context,
     init_from_env,
     leaving,
     shutdown,
@@ -92,19 +94,31 @@ def test_shutdown_waits_for_every_rank_unless_on_an_error_path(
 ) -> None:
     """After the last collective, every rank meets at a barrier before tearing its group down
     (gloo's teardown can block while a peer still uses the connections); on an error path,
-    where the others may never come, it does not wait. Either way the group is released now."""
+    where the others may never come, it does not wait. Either way the group is released now,
+    after a pause that lets gloo's worker threads take the GIL where the teardown holds it."""
     calls: list[str] = []
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "barrier", lambda group: calls.append(f"barrier:{group}"))
     destroy = lambda group=None: calls.append(f"destroy:{group}")  # noqa: E731
     monkeypatch.setattr(dist, "destroy_process_group", destroy)
+    monkeypatch.setattr(time, "sleep", lambda seconds: calls.append(f"sleep:{seconds}"))
+    monkeypatch.setattr(_context, "_TEARDOWN_HOLDS_GIL", True)
     for wait in (True, False):
         ctx = Context(rank=1, world_size=2)
         object.__setattr__(ctx, "_group", "ours")
         shutdown(ctx, wait=wait)
         assert ctx._group is None
         shutdown(ctx)  # left already: nothing to wait for or destroy
-    assert calls == ["barrier:ours", "destroy:ours", "destroy:ours"]
+    grace = f"sleep:{_context._WORKERS_GRACE}"
+    assert calls == ["barrier:ours", grace, "destroy:ours", grace, "destroy:ours"]
+
+    # A torch whose teardown releases the GIL (2.8 on) needs no pause.
+    calls.clear()
+    monkeypatch.setattr(_context, "_TEARDOWN_HOLDS_GIL", False)
+    ctx = Context(rank=1, world_size=2)
+    object.__setattr__(ctx, "_group", "ours")
+    shutdown(ctx)
+    assert calls == ["barrier:ours", "destroy:ours"]
 
     # leaving(ctx): the same, chosen by how the block ended.
     calls.clear()
